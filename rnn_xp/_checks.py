@@ -1,0 +1,237 @@
+"""Validation of everything a public entry receives. Each check raises ValueError (shape, value) or TypeError
+(dtype, type) whose message names the argument and says what was expected and what came."""
+
+from __future__ import annotations
+
+import numbers
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from array_api_compat import device as device_of
+
+from rnn_xp._backend import is_numpy
+from rnn_xp._device import to_numpy
+from rnn_xp.params import ParamLayout
+
+NONLINEARITIES = ("tanh", "relu")
+DTYPES = ("float32", "float64")
+
+
+@dataclass(frozen=True)
+class Call:
+    """The inputs of one forward call, normalised to time-major batched arrays."""
+
+    x: Any  # (T, B, I)
+    h0: Any | None  # (L*D, B, H)
+    mask: Any | None  # (T, B, 1) bool
+    batch_first: bool
+    unbatched: bool
+
+    @property
+    def num_steps(self) -> int:
+        return int(self.x.shape[0])
+
+    @property
+    def batch(self) -> int:
+        return int(self.x.shape[1])
+
+
+def check_nonlinearity(nonlinearity: Any) -> str:
+    if nonlinearity not in NONLINEARITIES:
+        msg = f"nonlinearity must be one of {NONLINEARITIES}; got {nonlinearity!r}"
+        raise ValueError(msg)
+    return str(nonlinearity)
+
+
+def check_dropout(dropout: Any) -> float:
+    if isinstance(dropout, bool) or not isinstance(dropout, numbers.Real):
+        msg = f"dropout must be a float in [0, 1); got {type(dropout).__name__} {dropout!r}"
+        raise TypeError(msg)
+    if not 0.0 <= float(dropout) < 1.0:
+        msg = f"dropout must be in [0, 1); got {dropout!r}"
+        raise ValueError(msg)
+    return float(dropout)
+
+
+def check_positive_int(value: Any, argname: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        msg = f"{argname} must be a positive integer; got {type(value).__name__} {value!r}"
+        raise TypeError(msg)
+    if value <= 0:
+        msg = f"{argname} must be a positive integer; got {value!r}"
+        raise ValueError(msg)
+    return int(value)
+
+
+def check_bool(value: Any, argname: str) -> bool:
+    if not isinstance(value, bool | np.bool_):
+        msg = f"{argname} must be True or False; got {type(value).__name__} {value!r}"
+        raise TypeError(msg)
+    return bool(value)
+
+
+def check_seed(seed: Any, argname: str = "seed") -> int | None:
+    if seed is None:
+        return None
+    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral):
+        msg = f"{argname} must be None or a non-negative integer; got {type(seed).__name__} {seed!r}"
+        raise TypeError(msg)
+    if seed < 0:
+        msg = f"{argname} must be None or a non-negative integer; got {seed!r}"
+        raise ValueError(msg)
+    return int(seed)
+
+
+def check_truncate(truncate: Any) -> int | None:
+    if truncate is None:
+        return None
+    if isinstance(truncate, bool) or not isinstance(truncate, numbers.Integral):
+        msg = f"bptt_truncate must be None or an integer >= 0; got {type(truncate).__name__} {truncate!r}"
+        raise TypeError(msg)
+    if truncate < 0:
+        msg = f"bptt_truncate must be None or an integer >= 0; got {truncate!r}"
+        raise ValueError(msg)
+    return int(truncate)
+
+
+def check_dtype_name(dtype: Any) -> str:
+    """'float32' or 'float64' from that string or a NumPy dtype (np.float32, np.dtype('float64'))."""
+    if isinstance(dtype, str):
+        if dtype not in DTYPES:
+            msg = f"dtype must be one of {DTYPES}; got {dtype!r}"
+            raise ValueError(msg)
+        return dtype
+    try:
+        name = np.dtype(dtype).name
+    except TypeError:
+        name = None
+    if name not in DTYPES:
+        msg = f"dtype must be one of {DTYPES} or the matching NumPy dtype; got {dtype!r}"
+        raise TypeError(msg)
+    return str(name)
+
+
+def check_array(xp: Any, value: Any, argname: str, *, dtype: Any, device: Any) -> None:
+    """``value`` is an array of ``xp`` with exactly ``dtype`` on ``device``."""
+    if not xp.isdtype(value.dtype, "real floating"):
+        msg = f"{argname} must have a real floating dtype ({dtype}); got {value.dtype}"
+        raise TypeError(msg)
+    if value.dtype != dtype:
+        msg = f"{argname} must have dtype {dtype} (the parameters' dtype); got {value.dtype}"
+        raise TypeError(msg)
+    if device_of(value) != device:
+        msg = f"{argname} must be on device {device} (the parameters' device); got {device_of(value)}"
+        raise ValueError(msg)
+
+
+def check_call(
+    xp: Any,
+    x: Any,
+    h0: Any | None,
+    lengths: Any | None,
+    layout: ParamLayout,
+    *,
+    batch_first: bool,
+    dtype: Any,
+    device: Any,
+) -> Call:
+    """Validate x, h0 and lengths against the layout; return them time-major, batched, with the length mask."""
+    check_array(xp, x, "x", dtype=dtype, device=device)
+    shape = tuple(int(n) for n in x.shape)
+    layout_text = "(B, T, input_size)" if batch_first else "(T, B, input_size)"
+    if len(shape) not in (2, 3):
+        msg = f"x must be 3-D {layout_text} or 2-D (T, input_size) unbatched; got shape {shape}"
+        raise ValueError(msg)
+    if shape[-1] != layout.input_size:
+        msg = f"x must have input_size={layout.input_size} as its last dimension; got shape {shape}"
+        raise ValueError(msg)
+    unbatched = len(shape) == 2
+    if unbatched:
+        x = x[:, None, :]
+    elif batch_first:
+        x = xp.permute_dims(x, (1, 0, 2))
+    num_steps, batch = int(x.shape[0]), int(x.shape[1])
+    if num_steps == 0:
+        msg = f"x must have at least one time step; got shape {shape}"
+        raise ValueError(msg)
+    if batch == 0:
+        msg = f"x must have a batch of at least one sequence; got shape {shape}"
+        raise ValueError(msg)
+    if h0 is not None:
+        h0 = _check_h0(xp, h0, layout, batch, unbatched, dtype=dtype, device=device)
+    mask = None
+    if lengths is not None:
+        mask = length_mask(xp, lengths, num_steps, batch, unbatched, device=device)
+    return Call(x=x, h0=h0, mask=mask, batch_first=batch_first, unbatched=unbatched)
+
+
+def _check_h0(
+    xp: Any, h0: Any, layout: ParamLayout, batch: int, unbatched: bool, *, dtype: Any, device: Any
+) -> Any:
+    check_array(xp, h0, "h0", dtype=dtype, device=device)
+    stacked = layout.num_layers * layout.num_directions
+    expected = (stacked, layout.hidden_size) if unbatched else (stacked, batch, layout.hidden_size)
+    meaning = "(num_layers*num_directions, hidden_size)" if unbatched else (
+        "(num_layers*num_directions, batch, hidden_size)"
+    )
+    got = tuple(int(n) for n in h0.shape)
+    if got != expected:
+        msg = f"h0 must have shape {expected} {meaning}; got {got}"
+        raise ValueError(msg)
+    return h0[:, None, :] if unbatched else h0
+
+
+def length_mask(xp: Any, lengths: Any, num_steps: int, batch: int, unbatched: bool, *, device: Any) -> Any:
+    """(T, B, 1) bool mask, True where step t lies inside sequence b, from integer ``lengths`` in [1, T]."""
+    if unbatched:
+        msg = "lengths must be None for unbatched (2-D) x; give x a batch dimension to use lengths"
+        raise ValueError(msg)
+    host = _lengths_to_numpy(xp, lengths)
+    if host.dtype.kind not in "iu":
+        msg = f"lengths must hold integers; got dtype {host.dtype}"
+        raise TypeError(msg)
+    if host.shape != (batch,):
+        msg = f"lengths must have shape ({batch},) (batch,); got {host.shape}"
+        raise ValueError(msg)
+    low, high = int(host.min()), int(host.max())
+    if low < 1 or high > num_steps:
+        msg = f"lengths must lie in [1, T={num_steps}]; got values from {low} to {high}"
+        raise ValueError(msg)
+    inside = np.arange(num_steps)[:, None, None] < host[None, :, None]
+    return xp.asarray(inside, device=device)
+
+
+def _lengths_to_numpy(xp: Any, lengths: Any) -> np.ndarray:
+    if isinstance(lengths, list | tuple):
+        host = np.asarray(lengths)
+        if host.dtype == object:
+            msg = f"lengths must be a flat sequence of integers; got {lengths!r}"
+            raise TypeError(msg)
+        return host
+    if isinstance(lengths, np.ndarray):
+        return lengths
+    from rnn_xp._backend import namespace_of
+
+    if namespace_of(lengths, argname="lengths") is not xp and not is_numpy(namespace_of(lengths)):
+        msg = (
+            "lengths must be a sequence of ints, a NumPy array or an array of x's namespace; "
+            f"got {type(lengths).__module__}.{type(lengths).__name__}"
+        )
+        raise TypeError(msg)
+    return to_numpy(lengths)
+
+
+def check_grad(
+    xp: Any, grad: Any, argname: str, expected_shape: tuple[int, ...], *, dtype: Any, device: Any
+) -> None:
+    from rnn_xp._backend import namespace_of
+
+    if namespace_of(grad, argname=argname) is not xp:
+        msg = f"{argname} must be an array of the forward's namespace {xp.__name__}; got {type(grad).__name__}"
+        raise TypeError(msg)
+    check_array(xp, grad, argname, dtype=dtype, device=device)
+    got = tuple(int(n) for n in grad.shape)
+    if got != expected_shape:
+        msg = f"{argname} must have shape {expected_shape} (the forward's output); got {got}"
+        raise ValueError(msg)

@@ -1,0 +1,84 @@
+"""The NumPy time loop: one GEMM per step into a buffer it owns, then add and activation in place.
+
+Same interface as :mod:`rnn_xp.functional._recurrence` (which documents it). It writes only into arrays it
+allocated or that the caller handed over as owned (the projections), never into a user's array. Used for NumPy
+arrays; truncated BPTT goes to the generic loop.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from rnn_xp.functional._recurrence import steps
+
+
+def forward_layer(
+    xp: Any,
+    projections: list[np.ndarray],
+    biases: list[np.ndarray | None],
+    weights_hh: list[np.ndarray],
+    h0s: list[np.ndarray],
+    mask: np.ndarray | None,
+    nonlinearity: str,
+) -> list[np.ndarray]:
+    outside = None if mask is None else ~mask
+    for direction, (states, bias, weight_hh, h0) in enumerate(
+        zip(projections, biases, weights_hh, h0s, strict=True)
+    ):
+        if bias is not None:
+            states += bias
+        weight_hh_t = weight_hh.T
+        recurrent = np.empty_like(h0)
+        previous = h0
+        for t in steps(states.shape[0], direction):
+            current = states[t]
+            np.matmul(previous, weight_hh_t, out=recurrent)
+            current += recurrent
+            if nonlinearity == "tanh":
+                np.tanh(current, out=current)
+            else:
+                np.maximum(current, 0, out=current)
+            if outside is not None:
+                np.copyto(current, previous, where=outside[t])
+            previous = current
+    return projections
+
+
+def backward_layer(
+    xp: Any,
+    grad_states: list[np.ndarray],
+    states: list[np.ndarray],
+    weights_hh: list[np.ndarray],
+    grad_h_ns: list[np.ndarray | None],
+    mask: np.ndarray | None,
+    nonlinearity: str,
+    truncate: int | None,
+) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    grad_preacts, grad_h0s = [], []
+    for direction, (grad_state, state, weight_hh, grad_h_n) in enumerate(
+        zip(grad_states, states, weights_hh, grad_h_ns, strict=True)
+    ):
+        # grad_preact starts as the activation's slope and is overwritten step by step with the gradient.
+        if nonlinearity == "tanh":
+            grad_preact = state * state
+            np.subtract(1, grad_preact, out=grad_preact)
+        else:
+            grad_preact = (state > 0).astype(state.dtype)
+        if mask is not None:
+            grad_preact *= mask
+        carry = np.zeros_like(state[0]) if grad_h_n is None else grad_h_n.copy()
+        arrived = np.empty_like(carry)
+        for t in reversed(steps(state.shape[0], direction)):
+            current = grad_preact[t]
+            np.add(grad_state[t], carry, out=arrived)
+            current *= arrived
+            if mask is None:
+                np.matmul(current, weight_hh, out=carry)
+            else:
+                np.matmul(current, weight_hh, out=arrived)
+                np.copyto(carry, arrived, where=mask[t])
+        grad_preacts.append(grad_preact)
+        grad_h0s.append(carry)
+    return grad_preacts, grad_h0s

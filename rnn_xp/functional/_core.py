@@ -1,0 +1,171 @@
+"""Forward and backward through a stack of layers and directions, on already-validated arrays.
+
+Shapes here are always time-major and batched: x (T, B, I), h0 (L*D, B, H), out (T, B, D*H). The input
+projection of a layer is one matmul over all T*B rows; the time loop is delegated to the backend's recurrence
+(:mod:`rnn_xp._backend`); the weight gradients are matmuls over all T*B rows after the loop.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from array_api_compat import device as device_of
+
+from rnn_xp._backend import recurrence_for
+from rnn_xp.params import ParamLayout, key
+
+
+@dataclass
+class ForwardCache:
+    """What backward needs from one forward pass (time-major, batched)."""
+
+    xp: Any
+    layout: ParamLayout
+    params: dict[str, Any]
+    nonlinearity: str
+    layer_inputs: list[Any]
+    states: list[list[Any]]
+    h0: Any | None
+    mask: Any | None
+    dropout_masks: list[Any]
+    out_shape: tuple[int, ...] = field(default=())
+    h_n_shape: tuple[int, ...] = field(default=())
+    batch_first: bool = False
+    unbatched: bool = False
+
+
+def forward(
+    xp: Any,
+    x: Any,
+    params: dict[str, Any],
+    layout: ParamLayout,
+    h0: Any | None,
+    mask: Any | None,
+    nonlinearity: str,
+    dropout_masks: list[Any],
+) -> tuple[Any, Any, ForwardCache]:
+    """Run every layer; returns out (T, B, D*H), h_n (L*D, B, H) and the cache for :func:`backward`."""
+    num_steps, batch = x.shape[0], x.shape[1]
+    hidden, directions = layout.hidden_size, layout.num_directions
+    recurrence = recurrence_for(xp)
+    layer_input = x
+    layer_inputs, all_states, h_n = [], [], []
+    for layer in range(layout.num_layers):
+        flat_input = xp.reshape(layer_input, (num_steps * batch, layer_input.shape[2]))
+        projections = [
+            xp.reshape(flat_input @ params[key("weight_ih", layer, d)].T, (num_steps, batch, hidden))
+            for d in range(directions)
+        ]
+        states = recurrence.forward_layer(
+            xp,
+            projections,
+            [_summed_bias(params, layout, layer, d) for d in range(directions)],
+            [params[key("weight_hh", layer, d)] for d in range(directions)],
+            [_initial_state(xp, h0, layer * directions + d, batch, hidden, x) for d in range(directions)],
+            mask,
+            nonlinearity,
+        )
+        outputs = states if mask is None else [xp.where(mask, s, xp.zeros_like(s)) for s in states]
+        h_n.extend(s[num_steps - 1 if d == 0 else 0, ...] for d, s in enumerate(states))
+        layer_inputs.append(layer_input)
+        all_states.append(states)
+        layer_output = outputs[0] if directions == 1 else xp.concat(outputs, axis=-1)
+        if layer < layout.num_layers - 1 and dropout_masks:
+            layer_output = layer_output * dropout_masks[layer]
+        layer_input = layer_output
+    cache = ForwardCache(
+        xp=xp,
+        layout=layout,
+        params=params,
+        nonlinearity=nonlinearity,
+        layer_inputs=layer_inputs,
+        states=all_states,
+        h0=h0,
+        mask=mask,
+        dropout_masks=dropout_masks,
+    )
+    return layer_input, xp.stack(h_n), cache
+
+
+def backward(
+    cache: ForwardCache, grad_out: Any | None, grad_h_n: Any | None, truncate: int | None
+) -> tuple[Any, Any, dict[str, Any]]:
+    """Back-propagate through time; returns grad_x (T, B, I), grad_h0 (L*D, B, H) and parameter gradients."""
+    xp, layout = cache.xp, cache.layout
+    hidden, directions = layout.hidden_size, layout.num_directions
+    num_steps, batch = cache.layer_inputs[0].shape[0], cache.layer_inputs[0].shape[1]
+    recurrence = recurrence_for(xp, truncated=truncate is not None)
+    grads: dict[str, Any] = {}
+    grad_h0: list[Any] = [None] * (layout.num_layers * directions)
+    grad_output = grad_out
+    grad_input = None
+    for layer in reversed(range(layout.num_layers)):
+        if grad_output is None:
+            grad_output = xp.zeros(
+                (num_steps, batch, directions * hidden),
+                dtype=cache.layer_inputs[0].dtype,
+                device=device_of(cache.layer_inputs[0]),
+            )
+        grad_preacts, grad_h0s = recurrence.backward_layer(
+            xp,
+            [grad_output[..., d * hidden : (d + 1) * hidden] for d in range(directions)],
+            cache.states[layer],
+            [cache.params[key("weight_hh", layer, d)] for d in range(directions)],
+            [None if grad_h_n is None else grad_h_n[layer * directions + d, ...] for d in range(directions)],
+            cache.mask,
+            cache.nonlinearity,
+            truncate,
+        )
+        layer_input = cache.layer_inputs[layer]
+        flat_input = xp.reshape(layer_input, (num_steps * batch, layer_input.shape[2]))
+        grad_input = None
+        for d, grad_preact in enumerate(grad_preacts):
+            grad_h0[layer * directions + d] = grad_h0s[d]
+            flat_grad = xp.reshape(grad_preact, (num_steps * batch, hidden))
+            grads[key("weight_ih", layer, d)] = flat_grad.T @ flat_input
+            grads[key("weight_hh", layer, d)] = _recurrent_weight_grad(
+                xp, grad_preact, cache.states[layer][d], cache.h0, layer * directions + d, d
+            )
+            if layout.bias:
+                grad_bias = xp.sum(flat_grad, axis=0)
+                grads[key("bias_ih", layer, d)] = grad_bias
+                grads[key("bias_hh", layer, d)] = xp.asarray(grad_bias, copy=True)
+            contribution = flat_grad @ cache.params[key("weight_ih", layer, d)]
+            grad_input = contribution if grad_input is None else grad_input + contribution
+        grad_input = xp.reshape(grad_input, layer_input.shape)
+        if layer > 0:
+            grad_output = grad_input * cache.dropout_masks[layer - 1] if cache.dropout_masks else grad_input
+    ordered = {name: grads[name] for name in layout.names()}
+    return grad_input, xp.stack(grad_h0), ordered
+
+
+def _summed_bias(params: dict[str, Any], layout: ParamLayout, layer: int, direction: int) -> Any | None:
+    if not layout.bias:
+        return None
+    return params[key("bias_ih", layer, direction)] + params[key("bias_hh", layer, direction)]
+
+
+def _initial_state(xp: Any, h0: Any | None, index: int, batch: int, hidden: int, like: Any) -> Any:
+    if h0 is not None:
+        return h0[index, ...]
+    return xp.zeros((batch, hidden), dtype=like.dtype, device=device_of(like))
+
+
+def _recurrent_weight_grad(
+    xp: Any, grad_preact: Any, states: Any, h0: Any | None, h0_index: int, direction: int
+) -> Any:
+    """sum_t grad_preact[t]^T @ (state before step t), as two matmuls over the T*B rows.
+
+    The state before step t is states[t-1] (forward) or states[t+1] (reverse), and h0 at the first step.
+    """
+    num_steps, batch, hidden = grad_preact.shape
+    if direction == 0:
+        later, earlier, first = grad_preact[1:, ...], states[:-1, ...], grad_preact[0, ...]
+    else:
+        later, earlier, first = grad_preact[:-1, ...], states[1:, ...], grad_preact[num_steps - 1, ...]
+    rows = (num_steps - 1) * batch
+    grad = xp.reshape(later, (rows, hidden)).T @ xp.reshape(earlier, (rows, hidden))
+    if h0 is not None:
+        grad = grad + first.T @ h0[h0_index, ...]
+    return grad

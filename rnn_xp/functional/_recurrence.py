@@ -1,0 +1,152 @@
+"""The recurrence of one layer over time, written only against the Array API (no in-place writes).
+
+Every backend's time loop (this one, :mod:`rnn_xp._inplace`, :mod:`rnn_xp.cuda.recurrence`) has this interface,
+for all directions of one layer at once (direction 1 runs from t = T-1 down to 0):
+
+``forward_layer(xp, projections, biases, weights_hh, h0s, mask, nonlinearity) -> states``
+    projections[d] : (T, B, H), ``x_t W_ih^T`` for every step, a fresh array the caller owns (a backend may
+    reuse it); biases[d] : (H,) = b_ih + b_hh, or None; weights_hh[d] : (H, H); h0s[d] : (B, H);
+    mask : (T, B, 1) bool (step t is inside sample b's length) or None. Returns states[d] : (T, B, H), the
+    hidden state after step t, held unchanged through a sample's padding.
+
+``backward_layer(xp, grad_states, states, weights_hh, grad_h_ns, mask, nonlinearity, truncate)
+-> (grad_preacts, grad_h0s)``
+    grad_states[d] : (T, B, H), the gradient arriving at each step's output; grad_h_ns[d] : (B, H) or None.
+    Returns grad_preacts[d] : (T, B, H), the gradient of the loss with respect to each step's pre-activation
+    (zero on padding), and grad_h0s[d] : (B, H).
+
+Truncation (``truncate = k``): the gradient arriving at step t flows back through at most k recurrent
+connections: it reaches the pre-activations of steps t, t-1, …, t-k and stops at the state before them, which
+is treated as a constant (so h0 receives it only from steps t < k). Padded steps are not steps: they neither
+count nor carry gradient.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def activation(xp: Any, z: Any, nonlinearity: str) -> Any:
+    """tanh or relu of ``z``."""
+    if nonlinearity == "tanh":
+        return xp.tanh(z)
+    return xp.where(z > 0, z, xp.zeros_like(z))
+
+
+def activation_grad(xp: Any, states: Any, mask: Any, nonlinearity: str) -> Any:
+    """d act / d z, written in terms of the activation's output; zero on padded steps."""
+    if nonlinearity == "tanh":
+        grad = 1 - states * states
+    else:
+        grad = xp.astype(states > 0, states.dtype)
+    if mask is not None:
+        grad = xp.where(mask, grad, xp.zeros_like(grad))
+    return grad
+
+
+def steps(num_steps: int, direction: int) -> range:
+    """Time indices in the order direction ``direction`` visits them."""
+    return range(num_steps) if direction == 0 else range(num_steps - 1, -1, -1)
+
+
+def forward_layer(
+    xp: Any,
+    projections: list[Any],
+    biases: list[Any | None],
+    weights_hh: list[Any],
+    h0s: list[Any],
+    mask: Any | None,
+    nonlinearity: str,
+) -> list[Any]:
+    states = []
+    for direction, (projection, bias, weight_hh, state) in enumerate(
+        zip(projections, biases, weights_hh, h0s, strict=True)
+    ):
+        if bias is not None:
+            projection = projection + bias
+        weight_hh_t = weight_hh.T
+        per_step: list[Any] = [None] * projection.shape[0]
+        for t in steps(projection.shape[0], direction):
+            new_state = activation(xp, projection[t, ...] + state @ weight_hh_t, nonlinearity)
+            if mask is not None:
+                new_state = xp.where(mask[t, ...], new_state, state)
+            per_step[t] = state = new_state
+        states.append(xp.stack(per_step))
+    return states
+
+
+def backward_layer(
+    xp: Any,
+    grad_states: list[Any],
+    states: list[Any],
+    weights_hh: list[Any],
+    grad_h_ns: list[Any | None],
+    mask: Any | None,
+    nonlinearity: str,
+    truncate: int | None,
+) -> tuple[list[Any], list[Any]]:
+    grad_preacts, grad_h0s = [], []
+    for direction, (grad_state, state, weight_hh, grad_h_n) in enumerate(
+        zip(grad_states, states, weights_hh, grad_h_ns, strict=True)
+    ):
+        slope = activation_grad(xp, state, mask, nonlinearity)
+        if truncate is None:
+            grad_preact, grad_h0 = _backward_full(xp, grad_state, slope, weight_hh, grad_h_n, mask, direction)
+        else:
+            grad_preact, grad_h0 = _backward_truncated(
+                xp, grad_state, slope, weight_hh, grad_h_n, mask, direction, truncate
+            )
+        grad_preacts.append(grad_preact)
+        grad_h0s.append(grad_h0)
+    return grad_preacts, grad_h0s
+
+
+def _backward_full(
+    xp: Any,
+    grad_state: Any,
+    slope: Any,
+    weight_hh: Any,
+    grad_h_n: Any | None,
+    mask: Any | None,
+    direction: int,
+) -> tuple[Any, Any]:
+    num_steps = grad_state.shape[0]
+    carry = xp.zeros_like(grad_state[0, ...]) if grad_h_n is None else grad_h_n
+    per_step: list[Any] = [None] * num_steps
+    for t in reversed(steps(num_steps, direction)):
+        grad_preact = (grad_state[t, ...] + carry) * slope[t, ...]
+        through = grad_preact @ weight_hh
+        carry = through if mask is None else xp.where(mask[t, ...], through, carry)
+        per_step[t] = grad_preact
+    return xp.stack(per_step), carry
+
+
+def _backward_truncated(
+    xp: Any,
+    grad_state: Any,
+    slope: Any,
+    weight_hh: Any,
+    grad_h_n: Any | None,
+    mask: Any | None,
+    direction: int,
+    truncate: int,
+) -> tuple[Any, Any]:
+    # by_age[a] is the gradient on the current state that has crossed a recurrent connections so far.
+    num_steps, batch, hidden = grad_state.shape
+    window = truncate + 1
+    zeros = xp.zeros((window, batch, hidden), dtype=grad_state.dtype, device=_device(grad_state))
+    by_age = zeros if grad_h_n is None else xp.concat([grad_h_n[None, ...], zeros[1:, ...]])
+    per_step: list[Any] = [None] * num_steps
+    for t in reversed(steps(num_steps, direction)):
+        arrived = xp.concat([by_age[:1, ...] + grad_state[t, ...], by_age[1:, ...]])
+        grad_preact_by_age = arrived * slope[t, ...]
+        per_step[t] = xp.sum(grad_preact_by_age, axis=0)
+        aged = xp.concat([zeros[:1, ...], (grad_preact_by_age @ weight_hh)[:-1, ...]])
+        by_age = aged if mask is None else xp.where(mask[t, ...], aged, by_age)
+    return xp.stack(per_step), xp.sum(by_age, axis=0)
+
+
+def _device(array: Any) -> Any:
+    from array_api_compat import device
+
+    return device(array)

@@ -1,0 +1,274 @@
+"""``rnn_xp.RNN``: a stacked Elman RNN layer with torch.nn.RNN's parameters, shapes and numbers."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+from array_api_compat import device as device_of
+
+from rnn_xp._backend import namespace_of
+from rnn_xp._checks import (
+    check_bool,
+    check_call,
+    check_dropout,
+    check_dtype_name,
+    check_nonlinearity,
+    check_positive_int,
+    check_seed,
+)
+from rnn_xp._device import from_numpy, namespace_for, parse_device, to_numpy
+from rnn_xp.functional import ForwardCache, rnn_backward, run_forward
+from rnn_xp.params import ParamLayout, init_params
+
+
+class RNN:
+    """A multi-layer Elman RNN, ``h_t = act(x_t W_ih^T + b_ih + h_{t-1} W_hh^T + b_hh)``, as torch.nn.RNN.
+
+    Parameters
+    ----------
+    input_size, hidden_size : int > 0
+    num_layers : int > 0
+    nonlinearity : {"tanh", "relu"}
+    bias : bool
+        Keep the two biases ``bias_ih``/``bias_hh`` (torch keeps both).
+    batch_first : bool
+        x and output are (B, T, ·); h0/h_n never are.
+    dropout : float in [0, 1)
+        On the output of every layer but the last, in training mode only.
+    bidirectional : bool
+    device : {"cpu", "cuda", "cuda:N"}
+        "cpu" holds NumPy arrays; "cuda" CuPy arrays on that GPU (CuPy is imported only then).
+    dtype : {"float32", "float64"}
+    seed : int, optional
+        Seeds the initialisation (U(-1/sqrt(H), 1/sqrt(H)), torch's) and the dropout masks.
+
+    Examples
+    --------
+    >>> import numpy as np, rnn_xp
+    >>> rnn = rnn_xp.RNN(3, 4, num_layers=2, seed=0)
+    >>> out, h_n = rnn(np.zeros((5, 2, 3), dtype=np.float32))
+    >>> out.shape, h_n.shape
+    ((5, 2, 4), (2, 2, 4))
+    >>> grad_x, grad_h0 = rnn.backward(np.ones_like(out))
+    >>> rnn.grads["weight_hh_l1"].shape
+    (4, 4)
+    """
+
+    def __init__(
+        self,
+        input_size: int,
+        hidden_size: int,
+        num_layers: int = 1,
+        nonlinearity: str = "tanh",
+        bias: bool = True,
+        batch_first: bool = False,
+        dropout: float = 0.0,
+        bidirectional: bool = False,
+        device: str = "cpu",
+        dtype: str = "float32",
+        seed: int | None = None,
+    ) -> None:
+        self.layout = ParamLayout(
+            input_size=check_positive_int(input_size, "input_size"),
+            hidden_size=check_positive_int(hidden_size, "hidden_size"),
+            num_layers=check_positive_int(num_layers, "num_layers"),
+            num_directions=2 if check_bool(bidirectional, "bidirectional") else 1,
+            bias=check_bool(bias, "bias"),
+        )
+        self.nonlinearity = check_nonlinearity(nonlinearity)
+        self.batch_first = check_bool(batch_first, "batch_first")
+        self.dropout = check_dropout(dropout)
+        self.dtype = check_dtype_name(dtype)
+        seed = check_seed(seed)
+        self._device = parse_device(device)
+        self._xp = namespace_for(self._device)
+        self._dropout_rng = np.random.default_rng(None if seed is None else seed + 1)
+        self.training = True
+        host = init_params(self.layout, seed=seed, dtype=self.dtype)
+        self._params: dict[str, Any] = {name: from_numpy(v, self._device) for name, v in host.items()}
+        self.grads: dict[str, Any] = {}
+        self._cache: ForwardCache | None = None
+
+    # -- configuration -------------------------------------------------------------------------------------
+    @property
+    def input_size(self) -> int:
+        return self.layout.input_size
+
+    @property
+    def hidden_size(self) -> int:
+        return self.layout.hidden_size
+
+    @property
+    def num_layers(self) -> int:
+        return self.layout.num_layers
+
+    @property
+    def bidirectional(self) -> bool:
+        return self.layout.num_directions == 2
+
+    @property
+    def bias(self) -> bool:
+        return self.layout.bias
+
+    @property
+    def device(self) -> str:
+        return str(self._device)
+
+    @property
+    def xp(self) -> Any:
+        """The array-api-compat namespace of this layer's arrays."""
+        return self._xp
+
+    def __repr__(self) -> str:
+        options = [f"{self.input_size}, {self.hidden_size}"]
+        if self.num_layers != 1:
+            options.append(f"num_layers={self.num_layers}")
+        if self.nonlinearity != "tanh":
+            options.append(f"nonlinearity={self.nonlinearity!r}")
+        if not self.bias:
+            options.append("bias=False")
+        if self.batch_first:
+            options.append("batch_first=True")
+        if self.dropout:
+            options.append(f"dropout={self.dropout}")
+        if self.bidirectional:
+            options.append("bidirectional=True")
+        options.append(f"device={self.device!r}, dtype={self.dtype!r}")
+        return f"RNN({', '.join(options)})"
+
+    def train(self, mode: bool = True) -> RNN:
+        self.training = check_bool(mode, "mode")
+        return self
+
+    def eval(self) -> RNN:
+        return self.train(False)
+
+    def to(self, device: str) -> RNN:
+        """Move parameters and gradients to ``device`` ("cpu", "cuda", "cuda:N"); drops the forward cache."""
+        target = parse_device(device)
+        xp = namespace_for(target)
+        params = {name: from_numpy(to_numpy(v), target) for name, v in self._params.items()}
+        grads = {name: from_numpy(to_numpy(v), target) for name, v in self.grads.items()}
+        self._device, self._xp, self._params, self.grads, self._cache = target, xp, params, grads, None
+        return self
+
+    # -- parameters ----------------------------------------------------------------------------------------
+    def parameters(self) -> dict[str, Any]:
+        """The live parameter arrays by torch name (an optimizer may update them through :meth:`set_parameter`)."""
+        return dict(self._params)
+
+    def state_dict(self) -> dict[str, Any]:
+        """Copies of the parameters, keyed by torch's names, as arrays of this layer's device."""
+        return {name: self._xp.asarray(value, copy=True) for name, value in self._params.items()}
+
+    def load_state_dict(self, state_dict: Mapping[str, Any]) -> None:
+        """Load torch-named parameters from NumPy, CuPy or torch arrays (e.g. ``torch.nn.RNN.state_dict()``).
+
+        Raises
+        ------
+        TypeError
+            Not a mapping, an entry that is not an array, or an entry whose dtype differs from the layer's.
+        ValueError
+            Missing, extra or mis-shaped entries. Nothing is loaded unless every entry is valid.
+        """
+        if not isinstance(state_dict, Mapping):
+            msg = f"state_dict must be a mapping of torch-named arrays; got {type(state_dict).__name__}"
+            raise TypeError(msg)
+        names = self.layout.names()
+        missing = [n for n in names if n not in state_dict]
+        extra = sorted(str(n) for n in state_dict if n not in set(names))
+        if missing or extra:
+            msg = f"state_dict must hold exactly {names}; missing {missing}, unexpected {extra}"
+            raise ValueError(msg)
+        loaded = {}
+        for name in names:
+            value = state_dict[name]
+            if not hasattr(value, "shape") or not hasattr(value, "dtype"):
+                msg = f"state_dict[{name!r}] must be an array; got {type(value).__name__}"
+                raise TypeError(msg)
+            host = to_numpy(value)
+            if host.shape != self.layout.shape(name):
+                msg = f"state_dict[{name!r}] must have shape {self.layout.shape(name)}; got {tuple(host.shape)}"
+                raise ValueError(msg)
+            if host.dtype.name != self.dtype:
+                msg = (
+                    f"state_dict[{name!r}] must have dtype {self.dtype} (the layer's dtype); got {host.dtype}. "
+                    "Nothing is cast silently: convert it, or build the layer with the matching dtype"
+                )
+                raise TypeError(msg)
+            loaded[name] = from_numpy(host, self._device)
+        self._params, self._cache = loaded, None
+
+    def set_parameter(self, name: str, value: Any) -> None:
+        """Replace one parameter by an array of this layer's namespace, device, dtype and shape."""
+        if name not in self._params:
+            msg = f"name must be one of {list(self._params)}; got {name!r}"
+            raise ValueError(msg)
+        old = self._params[name]
+        if namespace_of(value, argname="value") is not self._xp:
+            msg = f"value must be an array of this layer's namespace ({self.device}); got {type(value).__name__}"
+            raise TypeError(msg)
+        if tuple(value.shape) != tuple(old.shape):
+            msg = f"value for {name!r} must have shape {tuple(old.shape)}; got {tuple(value.shape)}"
+            raise ValueError(msg)
+        if value.dtype != old.dtype:
+            msg = f"value for {name!r} must have dtype {old.dtype}; got {value.dtype}"
+            raise TypeError(msg)
+        self._params[name] = value
+
+    # -- compute -------------------------------------------------------------------------------------------
+    def __call__(self, x: Any, h0: Any | None = None, lengths: Any | None = None) -> tuple[Any, Any]:
+        """Forward pass.
+
+        Parameters
+        ----------
+        x : array of this layer's device, shape (T, B, input_size) ((B, T, ·) if batch_first, (T, ·) unbatched)
+        h0 : array, shape (num_layers*D, B, hidden_size), optional
+        lengths : ints, shape (B,), optional — each sequence's length in [1, T]
+
+        Returns
+        -------
+        out : shape (T, B, D*hidden_size) (batch-first/unbatched like x)
+        h_n : shape (num_layers*D, B, hidden_size)
+        """
+        xp = namespace_of(x, h0, argname="x and h0")
+        if xp is not self._xp:
+            msg = f"x must be an array of this layer's device {self.device!r} ({self._xp.__name__}); got {type(x)}"
+            raise TypeError(msg)
+        first = self._params[self.layout.names()[0]]
+        call = check_call(
+            xp, x, h0, lengths, self.layout, batch_first=self.batch_first, dtype=first.dtype,
+            device=device_of(first),
+        )
+        dropout = self.dropout if self.training else 0.0
+        seed = int(self._dropout_rng.integers(2**63)) if dropout > 0.0 else None
+        out, h_n, cache = run_forward(xp, call, self._params, self.layout, self.nonlinearity, dropout, seed)
+        self._cache = cache
+        return out, h_n
+
+    forward = __call__
+
+    def backward(
+        self, grad_out: Any | None, grad_h_n: Any | None = None, *, bptt_truncate: int | None = None
+    ) -> tuple[Any, Any]:
+        """Back-propagation through time through the last forward; fills :attr:`grads`.
+
+        Parameters
+        ----------
+        grad_out : array shaped like the last ``out``, or None (only ``h_n`` is used)
+        grad_h_n : array shaped like the last ``h_n``, optional
+        bptt_truncate : int >= 0, optional — see :func:`rnn_xp.functional.rnn_backward`
+
+        Returns
+        -------
+        grad_x : shaped like x
+        grad_h0 : shaped like h0 (also when h0 was omitted)
+        """
+        if self._cache is None:
+            msg = "backward() needs a forward pass first: call rnn(x) before rnn.backward(grad_out)"
+            raise ValueError(msg)
+        grad_x, grad_h0, grads = rnn_backward(self._cache, grad_out, grad_h_n, bptt_truncate=bptt_truncate)
+        self.grads = grads
+        return grad_x, grad_h0
