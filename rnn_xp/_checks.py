@@ -204,11 +204,10 @@ def length_mask(xp: Any, lengths: Any, num_steps: int, batch: int, unbatched: bo
 
 def _lengths_to_numpy(xp: Any, lengths: Any) -> np.ndarray:
     if isinstance(lengths, list | tuple):
-        host = np.asarray(lengths)
-        if host.dtype == object:
+        if not all(isinstance(n, numbers.Real) for n in lengths):
             msg = f"lengths must be a flat sequence of integers; got {lengths!r}"
             raise TypeError(msg)
-        return host
+        return np.asarray(lengths)
     if isinstance(lengths, np.ndarray):
         return lengths
     from rnn_xp._backend import namespace_of

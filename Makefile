@@ -1,0 +1,36 @@
+# Two commands do all the set-up on a bare machine: `make bench` (the main job) and `make test`.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed-rnn-xp
+TORCH  := torch==2.13.0
+
+.PHONY: venv test bench bench-full bench-cpu bench-pytest torch lint clean
+
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q -e '.[test,bench]'
+	touch $@
+
+# The peer that the CPU benchmark compares against (pinned: a CPU build of this release lies on the dev/CI disk).
+torch: $(STAMP)
+	@$(BIN)/python -c 'import torch' 2>/dev/null || $(BIN)/python -m pip install -q '$(TORCH)'
+
+test: $(STAMP)
+	$(BIN)/python -m pytest
+
+bench: torch
+	$(BIN)/python bench/cpu_vs_torch.py --out bench/results
+
+bench-pytest: torch
+	$(BIN)/python -m pytest bench/ --benchmark-only --benchmark-json=bench/results/pytest-benchmark.json -p no:cacheprovider
+
+lint: $(STAMP)
+	$(BIN)/python -m pip install -q ruff mypy
+	$(BIN)/ruff check rnn_xp tests bench
+	$(BIN)/mypy rnn_xp
+
+clean:
+	rm -rf $(VENV) build *.egg-info .pytest_cache .benchmarks

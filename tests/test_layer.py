@@ -1,0 +1,142 @@
+"""rnn_xp.RNN: torch's init, state dicts, devices, modes and backward through the layer."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from conftest import HAVE_GPU, assert_close
+
+import rnn_xp
+
+
+def test_init_is_uniform_in_torch_bounds_and_seeded() -> None:
+    rnn = rnn_xp.RNN(5, 16, num_layers=2, bidirectional=True, seed=3)
+    bound = 1 / np.sqrt(16)
+    state = rnn.state_dict()
+    assert list(state) == [
+        f"{kind}_l{layer}{suffix}" for layer in range(2) for suffix in ("", "_reverse")
+        for kind in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")
+    ]
+    for value in state.values():
+        assert value.dtype == np.float32
+        assert np.all(np.abs(value) <= bound)
+    assert state["weight_ih_l1"].shape == (16, 32)
+    everything = np.concatenate([v.ravel() for v in state.values()])
+    assert abs(float(np.std(everything)) - bound / np.sqrt(3)) < 0.02
+    again = rnn_xp.RNN(5, 16, num_layers=2, bidirectional=True, seed=3).state_dict()
+    other = rnn_xp.RNN(5, 16, num_layers=2, bidirectional=True, seed=4).state_dict()
+    assert all(np.array_equal(state[k], again[k]) for k in state)
+    assert not np.array_equal(state["weight_hh_l0"], other["weight_hh_l0"])
+
+
+def test_loads_a_torch_state_dict_and_matches_torch() -> None:
+    torch = pytest.importorskip("torch")
+    torch.manual_seed(0)
+    reference = torch.nn.RNN(4, 8, num_layers=2, bidirectional=True, batch_first=True).double()
+    rnn = rnn_xp.RNN(4, 8, num_layers=2, bidirectional=True, batch_first=True, dtype="float64")
+    rnn.load_state_dict(reference.state_dict())
+    x = np.random.default_rng(0).standard_normal((3, 5, 4))
+    out, h_n = rnn(x)
+    expected_out, expected_h_n = reference(torch.tensor(x))
+    assert_close(out, expected_out, rtol=1e-12)
+    assert_close(h_n, expected_h_n, rtol=1e-12)
+
+
+def test_backward_fills_grads_like_torch() -> None:
+    torch = pytest.importorskip("torch")
+    torch.manual_seed(1)
+    reference = torch.nn.RNN(3, 6, num_layers=2, nonlinearity="relu").double()
+    rnn = rnn_xp.RNN(3, 6, num_layers=2, nonlinearity="relu", dtype="float64")
+    rnn.load_state_dict(reference.state_dict())
+    rng = np.random.default_rng(2)
+    x, h0 = rng.standard_normal((5, 2, 3)), rng.standard_normal((2, 2, 6))
+    out, h_n = rnn(x, h0)
+    grad_out = rng.standard_normal(out.shape)
+    grad_x, grad_h0 = rnn.backward(grad_out)
+    xt, h0t = torch.tensor(x, requires_grad=True), torch.tensor(h0, requires_grad=True)
+    expected_out, _ = reference(xt, h0t)
+    (expected_out * torch.tensor(grad_out)).sum().backward()
+    assert_close(grad_x, xt.grad, rtol=1e-12)
+    assert_close(grad_h0, h0t.grad, rtol=1e-12)
+    assert list(rnn.grads) == [name for name, _ in reference.named_parameters()]
+    for name, parameter in reference.named_parameters():
+        assert_close(rnn.grads[name], parameter.grad, rtol=1e-12)
+
+
+def test_many_to_one_backward_from_h_n_only() -> None:
+    rnn = rnn_xp.RNN(3, 4, dtype="float64", seed=0)
+    x = np.random.default_rng(0).standard_normal((6, 2, 3))
+    _, h_n = rnn(x)
+    grad_x, _ = rnn.backward(None, np.ones_like(h_n))
+    full_x, _ = rnn.backward(np.zeros((6, 2, 4)), np.ones_like(h_n))
+    np.testing.assert_array_equal(grad_x, full_x)
+    assert np.any(grad_x[0] != 0)
+
+
+def test_state_dict_round_trip_and_copies() -> None:
+    source = rnn_xp.RNN(3, 4, num_layers=2, seed=1)
+    target = rnn_xp.RNN(3, 4, num_layers=2, seed=2)
+    target.load_state_dict(source.state_dict())
+    x = np.ones((2, 1, 3), dtype=np.float32)
+    np.testing.assert_array_equal(target(x)[0], source(x)[0])
+    state = target.state_dict()
+    state["weight_hh_l0"][...] = 0
+    assert np.any(target.state_dict()["weight_hh_l0"] != 0)
+
+
+def test_train_eval_switch_dropout() -> None:
+    rnn = rnn_xp.RNN(3, 5, num_layers=2, dropout=0.5, seed=0)
+    x = np.random.default_rng(0).standard_normal((4, 2, 3)).astype(np.float32)
+    assert rnn.training
+    trained_a, _ = rnn(x)
+    trained_b, _ = rnn(x)
+    assert not np.array_equal(trained_a, trained_b)  # a fresh mask per call
+    rnn.eval()
+    assert not rnn.training
+    np.testing.assert_array_equal(rnn(x)[0], rnn(x)[0])
+    replay = rnn_xp.RNN(3, 5, num_layers=2, dropout=0.5, seed=0)
+    np.testing.assert_array_equal(replay(x)[0], trained_a)  # the seed also fixes the masks
+
+
+def test_to_cpu_keeps_parameters() -> None:
+    rnn = rnn_xp.RNN(3, 4, seed=0)
+    before = rnn.state_dict()
+    assert rnn.to("cpu") is rnn
+    assert rnn.device == "cpu"
+    assert all(np.array_equal(before[k], v) for k, v in rnn.state_dict().items())
+
+
+@pytest.mark.skipif(HAVE_GPU, reason="checks the error on a machine without a GPU")
+def test_cuda_without_gpu_names_what_is_missing() -> None:
+    with pytest.raises(rnn_xp.DeviceUnavailableError, match=r"CuPy|GPU"):
+        rnn_xp.RNN(3, 4, device="cuda")
+    rnn = rnn_xp.RNN(3, 4, seed=0)
+    before = rnn.state_dict()
+    with pytest.raises(rnn_xp.DeviceUnavailableError):
+        rnn.to("cuda:0")
+    assert rnn.device == "cpu"
+    assert all(np.array_equal(before[k], v) for k, v in rnn.state_dict().items())
+
+
+@pytest.mark.gpu
+def test_cuda_layer_matches_cpu_layer() -> None:
+    import cupy
+
+    cpu = rnn_xp.RNN(5, 33, num_layers=2, bidirectional=True, dtype="float64", seed=0)
+    gpu = rnn_xp.RNN(5, 33, num_layers=2, bidirectional=True, dtype="float64", seed=0, device="cuda")
+    x = np.random.default_rng(0).standard_normal((7, 3, 5))
+    out_cpu, h_cpu = cpu(x, lengths=[7, 2, 5])
+    out_gpu, h_gpu = gpu(cupy.asarray(x), lengths=[7, 2, 5])
+    assert isinstance(out_gpu, cupy.ndarray)
+    assert_close(out_gpu, out_cpu, rtol=1e-12)
+    assert_close(h_gpu, h_cpu, rtol=1e-12)
+    grad = np.random.default_rng(1).standard_normal(out_cpu.shape)
+    cpu.backward(grad)
+    gpu.backward(cupy.asarray(grad))
+    for name in cpu.grads:
+        assert_close(gpu.grads[name], cpu.grads[name], rtol=1e-10)
+
+
+def test_repr_names_the_configuration() -> None:
+    text = repr(rnn_xp.RNN(3, 4, num_layers=2, nonlinearity="relu", bidirectional=True))
+    assert text == "RNN(3, 4, num_layers=2, nonlinearity='relu', bidirectional=True, device='cpu', dtype='float32')"
