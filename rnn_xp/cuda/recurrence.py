@@ -1,0 +1,226 @@
+"""The CuPy time loop: fused RawKernels behind the interface of :mod:`rnn_xp.functional._recurrence`.
+
+- persistent cooperative kernels (one launch per layer, both directions) when W_hh fits in the SMs' shared
+  memory (see :func:`rnn_xp.cuda._launch.persistent_plan`);
+- otherwise fused per-step kernels, one launch per step and direction.
+
+The input projection and the weight gradients stay cuBLAS GEMMs in :mod:`rnn_xp.functional._core`. Truncated BPTT
+is routed to the generic loop by :func:`rnn_xp._backend.recurrence_for`. This module is the only one that calls
+CuPy kernels; it checks what CuPy does not (dtype, shape, contiguity, device) before every launch.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from rnn_xp.cuda import _launch, _module
+
+_I32 = np.int32
+
+# Tests flip this to run the per-step kernels on sizes the persistent kernel would take.
+_FORCE_STEP_KERNELS = False
+
+
+def forward_layer(
+    xp: Any,
+    projections: list[Any],
+    biases: list[Any | None],
+    weights_hh: list[Any],
+    h0s: list[Any],
+    mask: Any | None,
+    nonlinearity: str,
+) -> list[Any]:
+    """Run the recurrence of one layer (all directions); see the module docstring."""
+    with projections[0].device:
+        return _forward_layer(projections, biases, weights_hh, h0s, mask, nonlinearity)
+
+
+def backward_layer(
+    xp: Any,
+    grad_states: list[Any],
+    states: list[Any],
+    weights_hh: list[Any],
+    grad_h_ns: list[Any | None],
+    mask: Any | None,
+    nonlinearity: str,
+    truncate: int | None,
+) -> tuple[list[Any], list[Any]]:
+    """Back-propagate through the recurrence of one layer (all directions); see the module docstring."""
+    if truncate is not None:
+        msg = "the CUDA kernels do not truncate; rnn_xp._backend routes truncated BPTT to the generic loop"
+        raise ValueError(msg)
+    with states[0].device:
+        return _backward_layer(grad_states, states, weights_hh, grad_h_ns, mask, nonlinearity)
+
+
+def _forward_layer(
+    projections: list[Any],
+    biases: list[Any | None],
+    weights_hh: list[Any],
+    h0s: list[Any],
+    mask: Any | None,
+    nonlinearity: str,
+) -> list[Any]:
+    import cupy
+
+    states = [cupy.ascontiguousarray(p) for p in projections]
+    steps, batch, hidden = (int(n) for n in states[0].shape)
+    dtype = states[0].dtype
+    directions = len(states)
+    weights = [_checked(w, "weight_hh", (hidden, hidden), dtype) for w in weights_hh]
+    h0s = [_checked(cupy.ascontiguousarray(h), "h0", (batch, hidden), dtype) for h in h0s]
+    for s in states:
+        _checked(s, "projection", (steps, batch, hidden), dtype)
+    has_bias = biases[0] is not None
+    bias_arrays = [_checked(cupy.ascontiguousarray(b), "bias", (hidden,), dtype) for b in biases] if has_bias else [
+        cupy.zeros(1, dtype=dtype)
+    ] * directions
+    lengths, has_lengths = _lengths(mask, batch)
+    relu = _I32(nonlinearity == "relu")
+    plan = _plan(directions, hidden, batch, dtype)
+    if plan is not None:
+        function = _module.kernel("rnn_forward_persistent", dtype)
+        _module.ensure_shared_memory(function, "rnn_forward_persistent", dtype, _device_id(), plan.shared_bytes)
+        second = 1 if directions == 2 else 0
+        function(
+            (plan.grid,),
+            (_launch.THREADS,),
+            (
+                states[0], states[second], bias_arrays[0], bias_arrays[second], _I32(has_bias),
+                weights[0], weights[second], h0s[0], h0s[second], lengths, has_lengths,
+                _I32(steps), _I32(batch), _I32(hidden), _I32(directions), _I32(plan.rows_per_block),
+                _I32(plan.batch_tile), relu,
+            ),
+            shared_mem=plan.shared_bytes,
+        )
+        return states
+    function = _module.kernel("rnn_forward_step", dtype)
+    grid = _launch.step_grid(hidden=hidden, batch=batch)
+    for direction in range(directions):
+        order = range(steps) if direction == 0 else range(steps - 1, -1, -1)
+        previous = h0s[direction]
+        for t in order:
+            function(
+                grid,
+                (_launch.THREADS,),
+                (
+                    states[direction], previous, bias_arrays[direction], _I32(has_bias), weights[direction],
+                    lengths, has_lengths, _I32(t), _I32(batch), _I32(hidden), relu,
+                ),
+            )
+            previous = states[direction][t]
+    return states
+
+
+def _backward_layer(
+    grad_states: list[Any],
+    states: list[Any],
+    weights_hh: list[Any],
+    grad_h_ns: list[Any | None],
+    mask: Any | None,
+    nonlinearity: str,
+) -> tuple[list[Any], list[Any]]:
+    import cupy
+
+    steps, batch, hidden = (int(n) for n in states[0].shape)
+    dtype = states[0].dtype
+    directions = len(states)
+    grads_in = [_checked(cupy.ascontiguousarray(g), "grad_states", (steps, batch, hidden), dtype) for g in grad_states]
+    states = [_checked(cupy.ascontiguousarray(s), "states", (steps, batch, hidden), dtype) for s in states]
+    weights = [_checked(w, "weight_hh", (hidden, hidden), dtype) for w in weights_hh]
+    lengths, has_lengths = _lengths(mask, batch)
+    relu = _I32(nonlinearity == "relu")
+    grad_preacts = [cupy.empty((steps, batch, hidden), dtype=dtype) for _ in range(directions)]
+    carry = cupy.zeros((2, directions, batch, hidden), dtype=dtype)
+    for direction, grad_h_n in enumerate(grad_h_ns):
+        if grad_h_n is not None:
+            carry[0, direction] = _checked(grad_h_n, "grad_h_n", (batch, hidden), dtype)
+    plan = _plan(directions, hidden, batch, dtype)
+    if plan is not None:
+        function = _module.kernel("rnn_backward_persistent", dtype)
+        _module.ensure_shared_memory(function, "rnn_backward_persistent", dtype, _device_id(), plan.shared_bytes)
+        second = 1 if directions == 2 else 0
+        function(
+            (plan.grid,),
+            (_launch.THREADS,),
+            (
+                grads_in[0], grads_in[second], states[0], states[second], weights[0], weights[second], carry,
+                grad_preacts[0], grad_preacts[second], lengths, has_lengths, _I32(steps), _I32(batch),
+                _I32(hidden), _I32(directions), _I32(plan.rows_per_block), _I32(plan.batch_tile), relu,
+            ),
+            shared_mem=plan.shared_bytes,
+        )
+        final = carry[steps % 2]
+        return grad_preacts, [final[d] for d in range(directions)]
+    function = _module.kernel("rnn_backward_step", dtype)
+    grid = _launch.step_grid(hidden=hidden, batch=batch)
+    grad_h0s = []
+    for direction in range(directions):
+        order = range(steps - 1, -1, -1) if direction == 0 else range(steps)
+        old, new = carry[0, direction], carry[1, direction]
+        for t in order:
+            function(
+                grid,
+                (_launch.THREADS,),
+                (
+                    grads_in[direction], states[direction], weights[direction], old, new, grad_preacts[direction],
+                    lengths, has_lengths, _I32(t), _I32(batch), _I32(hidden), relu,
+                ),
+            )
+            old, new = new, old
+        grad_h0s.append(old)
+    return grad_preacts, grad_h0s
+
+
+def _plan(directions: int, hidden: int, batch: int, dtype: Any) -> _launch.PersistentPlan | None:
+    import cupy
+
+    if _FORCE_STEP_KERNELS:
+        return None
+    attributes = cupy.cuda.Device().attributes
+    return _launch.persistent_plan(
+        sm_count=int(attributes["MultiProcessorCount"]),
+        shared_optin=int(attributes["MaxSharedMemoryPerBlockOptin"]),
+        directions=directions,
+        hidden=hidden,
+        batch=batch,
+        itemsize=int(np.dtype(str(dtype)).itemsize),
+    )
+
+
+def _lengths(mask: Any | None, batch: int) -> tuple[Any, Any]:
+    import cupy
+
+    if mask is None:
+        return cupy.zeros(1, dtype=cupy.int32), _I32(0)
+    lengths = cupy.ascontiguousarray(mask[:, :, 0].sum(axis=0, dtype=cupy.int32))
+    return _checked(lengths, "lengths", (batch,), np.dtype("int32")), _I32(1)
+
+
+def _checked(array: Any, name: str, shape: tuple[int, ...], dtype: Any) -> Any:
+    import cupy
+
+    if not isinstance(array, cupy.ndarray):
+        msg = f"{name} must be a cupy.ndarray for the CUDA kernels; got {type(array).__name__}"
+        raise TypeError(msg)
+    if array.dtype != dtype:
+        msg = f"{name} must have dtype {dtype} for the CUDA kernels; got {array.dtype}"
+        raise TypeError(msg)
+    if tuple(array.shape) != shape:
+        msg = f"{name} must have shape {shape} for the CUDA kernels; got {tuple(array.shape)}"
+        raise ValueError(msg)
+    if not array.flags.c_contiguous:
+        msg = f"{name} must be C-contiguous for the CUDA kernels"
+        raise ValueError(msg)
+    if array.device.id != cupy.cuda.Device().id:
+        msg = f"{name} is on GPU {array.device.id}; the current device is GPU {cupy.cuda.Device().id}"
+        raise ValueError(msg)
+    return array
+
+
+def _device_id() -> int:
+    import cupy
+
+    return int(cupy.cuda.Device().id)

@@ -1,0 +1,266 @@
+"""The CUDA kernels: compile checks and launch plans (CPU), and kernel vs generic vs torch on a GPU (marker gpu)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from conftest import assert_close, random_params
+from test_functional import GRID, _case_id, make_case, run_rnn_xp, torch_reference
+
+from rnn_xp.cuda import _launch
+
+CUDA_DIR = Path(__file__).resolve().parents[1] / "rnn_xp" / "cuda"
+H100 = dict(sm_count=132, shared_optin=227 * 1024)
+
+
+# -- CPU: the sources compile, and the launch plans are what the kernels assume ---------------------------------
+@pytest.mark.parametrize("arch", ["sm_80", "sm_90"])
+@pytest.mark.parametrize("source", sorted(p.name for p in CUDA_DIR.glob("*.cu")))
+def test_cuda_source_compiles_without_warnings(source: str, arch: str, tmp_path: Path) -> None:
+    nvcc = shutil.which("nvcc") or ("/usr/local/cuda/bin/nvcc" if Path("/usr/local/cuda/bin/nvcc").exists() else None)
+    if nvcc is None:
+        pytest.skip("nvcc is not installed")
+    command = [
+        nvcc, "-std=c++17", f"-arch={arch}", "-DRNN_XP_EXPLICIT_INSTANTIATION", "-Werror", "all-warnings",
+        "-Xptxas=-Werror", f"-I{CUDA_DIR}", "-c", str(CUDA_DIR / source), "-o", str(tmp_path / "kernel.o"),
+    ]
+    result = subprocess.run(command, capture_output=True, text=True, check=False)
+    assert result.returncode == 0, result.stderr
+    assert "warning" not in result.stderr.lower(), result.stderr
+
+
+def test_persistent_plan_fits_the_design_sizes_on_an_h100() -> None:
+    for directions in (1, 2):
+        for hidden in (1, 31, 32, 33, 128, 512, 1024):
+            plan = _launch.persistent_plan(**H100, directions=directions, hidden=hidden, batch=256, itemsize=4)
+            assert plan is not None, (directions, hidden)
+            assert plan.grid <= H100["sm_count"]
+            assert plan.grid % directions == 0
+            blocks = plan.grid // directions
+            assert blocks * plan.rows_per_block >= hidden > (blocks - 1) * plan.rows_per_block
+            assert plan.shared_bytes == (plan.rows_per_block + plan.batch_tile) * hidden * 4
+            assert plan.shared_bytes <= H100["shared_optin"]
+            assert 1 <= plan.batch_tile <= 256
+
+
+def test_largest_persistent_hidden_is_the_boundary() -> None:
+    for directions, itemsize in ((1, 4), (2, 4), (1, 8), (2, 8)):
+        largest = _launch.largest_persistent_hidden(**H100, directions=directions, itemsize=itemsize)
+        fits = _launch.persistent_plan(**H100, directions=directions, hidden=largest, batch=1, itemsize=itemsize)
+        too_big = _launch.persistent_plan(
+            **H100, directions=directions, hidden=largest + 1, batch=1, itemsize=itemsize
+        )
+        assert fits is not None and too_big is None
+    assert _launch.largest_persistent_hidden(**H100, directions=1, itemsize=4) >= 2048
+    assert _launch.largest_persistent_hidden(**H100, directions=2, itemsize=4) >= 1024
+
+
+def test_step_grid_covers_every_output() -> None:
+    for hidden, batch in ((1, 1), (33, 7), (4096, 256)):
+        gx, gy = _launch.step_grid(hidden=hidden, batch=batch)
+        assert gx * _launch.TILE * _launch.WARPS >= hidden and gy * _launch.TILE >= batch
+
+
+def test_force_generic_environment_variable_is_read_at_import() -> None:
+    code = "import rnn_xp._backend as b; print(b.FORCE_GENERIC)"
+    for value, expected in (("1", "True"), ("0", "False"), ("", "False")):
+        env = {**os.environ, "RNN_XP_FORCE_GENERIC": value}
+        out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+        assert out.stdout.strip() == expected
+
+
+def test_numpy_dispatch_is_unaffected_by_the_cuda_switch(monkeypatch: pytest.MonkeyPatch) -> None:
+    import array_api_compat.numpy as xp
+
+    import rnn_xp._backend as backend
+    from rnn_xp import _inplace
+    from rnn_xp.functional import _recurrence
+
+    monkeypatch.setattr(backend, "FORCE_GENERIC", True)
+    assert backend.recurrence_for(xp) is _inplace
+    assert backend.recurrence_for(xp, truncated=True) is _recurrence
+
+
+# -- GPU -----------------------------------------------------------------------------------------------------------
+def _cupy() -> Any:
+    return pytest.importorskip("array_api_compat.cupy")
+
+
+def _generic(monkeypatch: pytest.MonkeyPatch) -> None:
+    import rnn_xp._backend as backend
+
+    monkeypatch.setattr(backend, "FORCE_GENERIC", True)
+
+
+@pytest.mark.gpu
+def test_cupy_dispatch_picks_the_kernels(monkeypatch: pytest.MonkeyPatch) -> None:
+    import rnn_xp._backend as backend
+    from rnn_xp.cuda import recurrence
+    from rnn_xp.functional import _recurrence
+
+    xp = _cupy()
+    assert backend.recurrence_for(xp) is recurrence
+    assert backend.recurrence_for(xp, truncated=True) is _recurrence
+    monkeypatch.setattr(backend, "FORCE_GENERIC", True)
+    assert backend.recurrence_for(xp) is _recurrence
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("case", GRID, ids=[_case_id(c) for c in GRID])
+def test_kernels_match_torch_in_float64(case: dict[str, Any]) -> None:
+    pytest.importorskip("torch")
+    xp = _cupy()
+    data = make_case(case)
+    ours = run_rnn_xp(xp, case, data)
+    reference = torch_reference(case, data)
+    for name in ("out", "h_n", "grad_x"):
+        assert_close(ours[name], reference[name], rtol=1e-10)
+    for name, grad in reference["grads"].items():
+        assert_close(ours["grads"][name], grad, rtol=1e-10)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("case", GRID[::7], ids=[_case_id(c) for c in GRID[::7]])
+def test_kernels_match_generic_path(case: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> None:
+    xp = _cupy()
+    data = make_case(case, seed=1)
+    kernels = run_rnn_xp(xp, case, data)
+    _generic(monkeypatch)
+    generic = run_rnn_xp(xp, case, data)
+    for name in ("out", "h_n", "grad_x", "grad_h0"):
+        assert_close(kernels[name], generic[name], rtol=1e-10)
+    for name in generic["grads"]:
+        assert_close(kernels["grads"][name], generic["grads"][name], rtol=1e-10)
+
+
+def _compare_sizes(steps: int, batch: int, hidden: int, *, bidirectional: bool, dtype: str, rtol: float) -> None:
+    """Kernel path on CuPy against the NumPy path, for one size (lengths and h0 included)."""
+    import cupy
+
+    from rnn_xp.functional import rnn_backward, rnn_forward
+
+    rng = np.random.default_rng(hidden * 1000 + batch)
+    params = random_params(rng, input_size=3, hidden_size=hidden, bidirectional=bidirectional, dtype=dtype)
+    directions = 2 if bidirectional else 1
+    x = rng.standard_normal((steps, batch, 3)).astype(dtype)
+    h0 = rng.standard_normal((directions, batch, hidden)).astype(dtype)
+    lengths = rng.integers(1, steps + 1, size=batch)
+    grad_out = rng.standard_normal((steps, batch, directions * hidden)).astype(dtype)
+    results = []
+    for to in (np.asarray, cupy.asarray):
+        out, h_n, cache = rnn_forward(to(x), {k: to(v) for k, v in params.items()}, to(h0), lengths=lengths)
+        grad_x, grad_h0, grads = rnn_backward(cache, to(grad_out), to(h_n))
+        results.append((out, h_n, grad_x, grad_h0, grads))
+    cpu, gpu = results
+    for a, b in zip(gpu[:4], cpu[:4], strict=True):
+        assert_close(a, b, rtol=rtol)
+    for name in cpu[4]:
+        assert_close(gpu[4][name], cpu[4][name], rtol=rtol)
+
+
+def _persistent_limit(directions: int, itemsize: int) -> int:
+    import cupy
+
+    attributes = cupy.cuda.Device().attributes
+    return _launch.largest_persistent_hidden(
+        sm_count=int(attributes["MultiProcessorCount"]),
+        shared_optin=int(attributes["MaxSharedMemoryPerBlockOptin"]),
+        directions=directions,
+        itemsize=itemsize,
+    )
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("hidden", [1, 31, 32, 33, 127])
+@pytest.mark.parametrize("batch", [1, 7, 64])
+@pytest.mark.parametrize("bidirectional", [False, True])
+def test_kernels_at_small_and_odd_sizes(hidden: int, batch: int, bidirectional: bool) -> None:
+    _compare_sizes(5, batch, hidden, bidirectional=bidirectional, dtype="float64", rtol=1e-10)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_single_step_sequence(dtype: str) -> None:
+    _compare_sizes(1, 3, 40, bidirectional=True, dtype=dtype, rtol=1e-5 if dtype == "float32" else 1e-10)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("past", [0, 1])
+def test_kernels_at_the_persistent_limit(past: int) -> None:
+    """At the largest H the persistent kernel takes, and one past it (the per-step kernels)."""
+    hidden = _persistent_limit(1, 4) + past
+    _compare_sizes(3, 2, hidden, bidirectional=False, dtype="float32", rtol=1e-5)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("hidden", [1, 33, 256])
+@pytest.mark.parametrize("bidirectional", [False, True])
+def test_step_kernels_on_small_sizes(hidden: int, bidirectional: bool, monkeypatch: pytest.MonkeyPatch) -> None:
+    from rnn_xp.cuda import recurrence
+
+    monkeypatch.setattr(recurrence, "_FORCE_STEP_KERNELS", True)
+    _compare_sizes(6, 5, hidden, bidirectional=bidirectional, dtype="float64", rtol=1e-10)
+
+
+@pytest.mark.gpu
+def test_float32_kernels_match_torch_cudnn() -> None:
+    torch = pytest.importorskip("torch")
+    if not torch.cuda.is_available():
+        pytest.skip("torch has no CUDA")
+    import cupy
+
+    import rnn_xp
+
+    torch.backends.cudnn.allow_tf32 = False
+    torch.backends.cuda.matmul.allow_tf32 = False
+    reference = torch.nn.RNN(16, 256, num_layers=2, bidirectional=True).cuda()
+    rnn = rnn_xp.RNN(16, 256, num_layers=2, bidirectional=True, device="cuda")
+    rnn.load_state_dict(reference.state_dict())
+    x = np.random.default_rng(0).standard_normal((50, 8, 16)).astype(np.float32)
+    out, h_n = rnn(cupy.asarray(x))
+    expected, expected_h_n = reference(torch.from_numpy(x).cuda())
+    assert_close(out, expected.detach().cpu(), rtol=1e-5)
+    assert_close(h_n, expected_h_n.detach().cpu(), rtol=1e-5)
+
+
+@pytest.mark.gpu
+def test_kernels_are_deterministic() -> None:
+    import cupy
+
+    import rnn_xp
+
+    rnn = rnn_xp.RNN(32, 512, num_layers=2, bidirectional=True, device="cuda", seed=0)
+    x = cupy.asarray(np.random.default_rng(0).standard_normal((64, 16, 32)).astype(np.float32))
+    grads = []
+    for _ in range(2):
+        out, _ = rnn(x, lengths=list(range(49, 65)))
+        grad_x, _ = rnn.backward(cupy.ones_like(out))
+        grads.append((cupy.asnumpy(grad_x), {k: cupy.asnumpy(v) for k, v in rnn.grads.items()}))
+    np.testing.assert_array_equal(grads[0][0], grads[1][0])
+    for name in grads[0][1]:
+        np.testing.assert_array_equal(grads[0][1][name], grads[1][1][name])
+
+
+@pytest.mark.gpu
+def test_truncated_bptt_on_cupy_falls_back_to_the_generic_loop() -> None:
+    import cupy
+
+    from rnn_xp.functional import rnn_backward, rnn_forward
+
+    rng = np.random.default_rng(0)
+    params = random_params(rng, input_size=3, hidden_size=8)
+    x, grad_out = rng.standard_normal((7, 2, 3)), rng.standard_normal((7, 2, 8))
+    expected = rnn_backward(rnn_forward(x, params)[2], grad_out, bptt_truncate=2)
+    cache = rnn_forward(cupy.asarray(x), {k: cupy.asarray(v) for k, v in params.items()})[2]
+    got = rnn_backward(cache, cupy.asarray(grad_out), bptt_truncate=2)
+    assert_close(got[0], expected[0], rtol=1e-12)
+    for name in expected[2]:
+        assert_close(got[2][name], expected[2][name], rtol=1e-12)
+
