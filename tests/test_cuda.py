@@ -36,6 +36,21 @@ def test_cuda_source_compiles_without_warnings(source: str, arch: str, tmp_path:
     assert "warning" not in result.stderr.lower(), result.stderr
 
 
+def test_cuda_sources_compile_with_nvrtc_as_cupy_will() -> None:
+    """NVRTC (CuPy's run-time compiler) with the name expressions CuPy instantiates; needs libnvrtc."""
+    tool = Path(__file__).resolve().parents[1] / "tools" / "nvrtc_check.py"
+    sys.path.insert(0, str(tool.parent))
+    try:
+        import nvrtc_check
+    finally:
+        sys.path.pop(0)
+    if nvrtc_check.find_nvrtc() is None:
+        pytest.skip("libnvrtc is not installed (pip install nvidia-cuda-nvrtc)")
+    result = subprocess.run([sys.executable, str(tool)], capture_output=True, text=True, check=False)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.stdout.count("ok ") == 4, result.stdout
+
+
 def test_persistent_plan_fits_the_design_sizes_on_an_h100() -> None:
     for directions in (1, 2):
         for hidden in (1, 31, 32, 33, 128, 512, 1024):
