@@ -21,7 +21,15 @@ torch: $(STAMP)
 test: $(STAMP)
 	$(BIN)/python -m pytest
 
+# The main job: a quick sweep of every device present against every peer installed (JSON, table, PNG plots).
 bench: torch
+	$(BIN)/rnn-xp bench --quick
+
+bench-full: torch
+	$(BIN)/rnn-xp bench
+
+# rnn_xp vs torch.nn.RNN on the CPU at the sizes of the core issue (ratios, geometric means, GFLOP/s).
+bench-cpu: torch
 	$(BIN)/python bench/cpu_vs_torch.py --out bench/results
 
 bench-pytest: torch

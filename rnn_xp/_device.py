@@ -62,9 +62,9 @@ def import_cupy() -> Any:
 def namespace_for(device: Device) -> Any:
     """The array-api-compat namespace for ``device``; checks that the GPU exists."""
     if device.kind == "cpu":
-        import array_api_compat.numpy as xp
+        import array_api_compat.numpy as numpy_namespace
 
-        return xp
+        return numpy_namespace
     cupy = import_cupy()
     try:
         count = cupy.cuda.runtime.getDeviceCount()
@@ -74,9 +74,9 @@ def namespace_for(device: Device) -> Any:
     if device.index >= count:
         msg = f"device={str(device)!r} does not exist: this machine has {count} GPU(s) (cuda:0..cuda:{count - 1})"
         raise DeviceUnavailableError(msg)
-    import array_api_compat.cupy as xp
+    import array_api_compat.cupy as cupy_namespace
 
-    return xp
+    return cupy_namespace
 
 
 def to_numpy(array: Any) -> np.ndarray:

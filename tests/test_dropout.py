@@ -66,7 +66,7 @@ def test_mask_is_applied_between_layers_only() -> None:
 def test_dropout_gradients_match_finite_differences() -> None:
     params, x = _setup(num_layers=2)
     options = dict(dropout=0.3, training=True, seed=9)
-    out, h_n, cache = rnn_forward(x, params, **options)
+    out, _h_n, cache = rnn_forward(x, params, **options)
     rng = np.random.default_rng(1)
     grad_out = rng.standard_normal(out.shape)
     grad_x, _, grads = rnn_backward(cache, grad_out)

@@ -11,7 +11,7 @@ import pytest
 import rnn_xp
 from rnn_xp.functional import rnn_backward, rnn_forward
 
-T, B, I, H = 5, 3, 4, 6
+T, B, I, H = 5, 3, 4, 6  # noqa: E741 (torch's names for the sizes)
 
 
 def _layer() -> rnn_xp.RNN:

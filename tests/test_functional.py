@@ -244,7 +244,7 @@ def test_inputs_are_never_mutated() -> None:
 def test_backward_can_run_twice_with_the_same_result() -> None:
     rng = np.random.default_rng(9)
     params = random_params(rng, input_size=3, hidden_size=4)
-    out, h_n, cache = rnn_forward(rng.standard_normal((4, 2, 3)), params)
+    out, _h_n, cache = rnn_forward(rng.standard_normal((4, 2, 3)), params)
     grad_out = rng.standard_normal(out.shape)
     first, second = rnn_backward(cache, grad_out), rnn_backward(cache, grad_out)
     np.testing.assert_array_equal(first[0], second[0])

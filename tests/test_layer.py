@@ -50,7 +50,7 @@ def test_backward_fills_grads_like_torch() -> None:
     rnn.load_state_dict(reference.state_dict())
     rng = np.random.default_rng(2)
     x, h0 = rng.standard_normal((5, 2, 3)), rng.standard_normal((2, 2, 6))
-    out, h_n = rnn(x, h0)
+    out, _h_n = rnn(x, h0)
     grad_out = rng.standard_normal(out.shape)
     grad_x, grad_h0 = rnn.backward(grad_out)
     xt, h0t = torch.tensor(x, requires_grad=True), torch.tensor(h0, requires_grad=True)

@@ -44,7 +44,7 @@ def _reference_over_batch(data: dict[str, np.ndarray], truncate: int, lengths: l
 def test_truncated_bptt_matches_brute_force(truncate: int, with_lengths: bool) -> None:
     data = _problem(seed=truncate)
     lengths = [7, 3, 5] if with_lengths else [7, 7, 7]
-    out, h_n, cache = rnn_forward(data["x"], data["params"], data["h0"], lengths=lengths if with_lengths else None)
+    _out, _h_n, cache = rnn_forward(data["x"], data["params"], data["h0"], lengths=lengths if with_lengths else None)
     grad_x, grad_h0, grads = rnn_backward(cache, data["grad_out"], data["grad_h_n"], bptt_truncate=truncate)
     expected = _reference_over_batch(data, truncate, lengths)
     assert_close(grad_x, expected["grad_x"], rtol=1e-12)

@@ -50,7 +50,9 @@ def forward(
     hidden, directions = layout.hidden_size, layout.num_directions
     recurrence = recurrence_for(xp)
     layer_input = x
-    layer_inputs, all_states, h_n = [], [], []
+    layer_inputs: list[Any] = []
+    all_states: list[list[Any]] = []
+    h_n: list[Any] = []
     for layer in range(layout.num_layers):
         flat_input = xp.reshape(layer_input, (num_steps * batch, layer_input.shape[2]))
         projections = [

@@ -1,0 +1,253 @@
+"""The benchmark sweep: sequence lengths x batch sizes x hidden sizes, on each device, against every peer.
+
+Every implementation of a row gets the same weights and input; a peer's output is checked against rnn_xp's
+before its time counts. Timings alternate between implementations in blocks (see
+:func:`rnn_xp.benchmark.timing.measure_alternating`); GPU timings use CUDA events after a warm-up. Ctrl-C stops
+the sweep and keeps every finished row.
+"""
+
+from __future__ import annotations
+
+import itertools
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from rnn_xp.benchmark.cases import Case
+from rnn_xp.benchmark.peers import NumpyLoop, Peer, RnnXp, Torch, cuda_event_timer
+from rnn_xp.benchmark.timing import measure, measure_alternating
+
+SCHEMA = "rnn-xp-bench/1"
+PEERS_BY_DEVICE = {"cpu": ("torch", "numpy-loop"), "cuda": ("torch-cudnn", "rnn_xp-generic")}
+ALL_PEERS = ("torch", "numpy-loop", "torch-cudnn", "rnn_xp-generic")
+QUICK = {"seq_lens": (16, 64, 256), "batches": (1, 16, 64), "hidden": (64, 256)}
+FULL = {"seq_lens": (64, 256, 1024), "batches": (1, 8, 64, 256), "hidden": (128, 512, 1024)}
+
+
+@dataclass
+class SweepConfig:
+    devices: Sequence[str]
+    seq_lens: Sequence[int]
+    batches: Sequence[int]
+    hidden: Sequence[int]
+    input_size: int = 64
+    peers: Sequence[str] = ALL_PEERS
+    dtype: str = "float32"
+    directions: Sequence[str] = ("fwd", "train")
+    quick: bool = False
+    max_seconds: float = 2.0  # timing budget per implementation and row
+    extra_cases: Sequence[Case] = field(default_factory=tuple)
+
+    def cases(self) -> list[Case]:
+        grid = [
+            Case(t, b, self.input_size, h)
+            for h, b, t in itertools.product(self.hidden, self.batches, self.seq_lens)
+        ]
+        return grid + list(self.extra_cases)
+
+
+def make_peer(name: str, device: str) -> Peer:
+    if name == "rnn_xp":
+        return RnnXp(device)
+    if name == "rnn_xp-generic":
+        return RnnXp(device, generic=True)
+    if name in ("torch", "torch-cudnn"):
+        return Torch(device)
+    if name == "numpy-loop":
+        return NumpyLoop()
+    msg = f"peers must be among {ALL_PEERS}; got {name!r}"
+    raise ValueError(msg)
+
+
+def gemm_peak(device: str, dtype: str) -> float:
+    """GFLOP/s of a large square matmul on ``device``, measured now (the ceiling rows are compared with)."""
+    size = 2048 if device == "cpu" else 8192
+    if device == "cpu":
+        a = np.random.default_rng(0).standard_normal((size, size)).astype(dtype)
+        out = np.empty_like(a)
+        timing = measure(lambda: np.matmul(a, a, out=out), max_seconds=1.0)
+    else:
+        import cupy
+
+        a = cupy.random.default_rng(0).standard_normal((size, size)).astype(dtype)
+        out = cupy.empty_like(a)
+        timing = measure(
+            lambda: cupy.matmul(a, a, out=out),
+            synchronize=lambda: cupy.cuda.Device().synchronize(),
+            timer=cuda_event_timer,
+            max_seconds=1.0,
+        )
+    return 2.0 * size**3 / timing.median / 1e9
+
+
+def run_sweep(
+    config: SweepConfig,
+    *,
+    progress_bar: bool = True,
+    on_row: Callable[[dict[str, Any]], None] | None = None,
+) -> dict[str, Any]:
+    """Run the sweep; returns the result document (see :data:`SCHEMA`), also when interrupted by Ctrl-C."""
+    from rnn_xp.benchmark.machine import describe
+
+    started = time.perf_counter()
+    result: dict[str, Any] = {
+        "schema": SCHEMA,
+        "date": time.strftime("%Y-%m-%d %H:%M:%S"),
+        "machine": describe(),
+        "config": {
+            "devices": list(config.devices), "seq_lens": list(config.seq_lens), "batches": list(config.batches),
+            "hidden": list(config.hidden), "input_size": config.input_size, "peers": list(config.peers),
+            "dtype": config.dtype, "directions": list(config.directions), "quick": config.quick,
+            "max_seconds": config.max_seconds,
+        },
+        "gemm_peak_gflops": {},
+        "missing_peers": [],
+        "rows": [],
+        "interrupted": False,
+    }
+    total = len(config.cases()) * len(config.devices) * len(config.directions)
+    bar = _tqdm(total) if progress_bar else None
+    try:
+        for device in config.devices:
+            peers = _available_peers(config, device, result["missing_peers"])
+            if not peers:
+                continue
+            result["gemm_peak_gflops"][device] = gemm_peak(device, config.dtype)
+            for case in config.cases():
+                if bar is not None:
+                    bar.set_description(f"{device} {case.label}")
+                for row in _measure_case(config, device, case, peers, result["gemm_peak_gflops"][device]):
+                    result["rows"].append(row)
+                    if on_row is not None:
+                        on_row(row)
+                    if bar is not None:
+                        bar.update(1)
+    except KeyboardInterrupt:
+        result["interrupted"] = True
+    finally:
+        if bar is not None:
+            bar.close()
+    _add_gpu_over_cpu(result["rows"])
+    result["elapsed_s"] = time.perf_counter() - started
+    return result
+
+
+def _available_peers(config: SweepConfig, device: str, missing: list[dict[str, str]]) -> list[Peer]:
+    """rnn_xp plus the requested peers for ``device``; unavailable ones are recorded in ``missing``."""
+    probe = Case(2, 1, 1, 1)
+    ours = make_peer("rnn_xp", device)
+    reason = ours.unavailable(probe)
+    if reason is not None:
+        missing.append({"peer": "rnn_xp", "device": device, "reason": reason})
+        return []
+    chosen: list[Peer] = [ours]
+    for name in PEERS_BY_DEVICE[device]:
+        if name not in config.peers:
+            continue
+        peer = make_peer(name, device)
+        reason = peer.unavailable(probe)
+        if reason is None:
+            chosen.append(peer)
+        else:
+            missing.append({"peer": name, "device": device, "reason": reason})
+    return chosen
+
+
+def _measure_case(
+    config: SweepConfig, device: str, case: Case, peers: list[Peer], peak: float
+) -> list[dict[str, Any]]:
+    if not peers:
+        return []
+    rng = np.random.default_rng(0)
+    import rnn_xp
+
+    weights = rnn_xp.RNN(
+        case.input_size, case.hidden, num_layers=case.num_layers, bidirectional=case.bidirectional,
+        dtype=config.dtype, seed=0,
+    ).state_dict()
+    x = rng.standard_normal((case.seq_len, case.batch, case.input_size)).astype(config.dtype)
+    grad_out = rng.standard_normal((case.seq_len, case.batch, case.directions * case.hidden)).astype(config.dtype)
+    statuses: dict[str, dict[str, Any]] = {}
+    runnable: list[Peer] = []
+    expected = None
+    for peer in peers:
+        reason = peer.unavailable(case)
+        if reason is not None:
+            statuses[peer.name] = {"status": "unsupported", "reason": reason}
+            continue
+        peer.setup(case, weights, x, grad_out)
+        output = peer.output()
+        if expected is None:
+            expected = output
+            runnable.append(peer)
+            statuses[peer.name] = {"status": "ok", "max_abs_diff": 0.0}
+            continue
+        error = float(np.max(np.abs(output - expected)))
+        tolerance = (1e-3 if config.dtype == "float32" else 1e-9) * max(1.0, float(np.max(np.abs(expected))))
+        if error <= tolerance:
+            runnable.append(peer)
+            statuses[peer.name] = {"status": "ok", "max_abs_diff": error}
+        else:
+            statuses[peer.name] = {"status": "wrong", "max_abs_diff": error, "reason": "output differs from rnn_xp"}
+    rows = []
+    quick = config.quick
+    for direction in config.directions:
+        method = "forward" if direction == "fwd" else "train_step"
+        flops = case.forward_flops() if direction == "fwd" else case.train_flops()
+        timings = measure_alternating(
+            {p.name: getattr(p, method) for p in runnable},
+            synchronize={p.name: p.synchronize for p in runnable},
+            timers={p.name: p.timer() for p in runnable},
+            rounds=2 if quick else 4,
+            pause=0.02 if quick else 0.25,
+            min_per_block=1 if quick else 2,
+            max_seconds=config.max_seconds,
+        )
+        results: dict[str, dict[str, Any]] = {}
+        for name, status in statuses.items():
+            entry = dict(status)
+            if name in timings:
+                seconds = timings[name].median
+                entry.update(timings[name].as_dict())
+                entry["samples_per_s"] = case.batch * case.seq_len / seconds
+                entry["gflops"] = flops / seconds / 1e9
+                entry["fraction_of_peak"] = flops / seconds / 1e9 / peak
+            results[name] = entry
+        ours = results.get("rnn_xp", {}).get("median_s")
+        speedup = {
+            name: entry["median_s"] / ours
+            for name, entry in results.items()
+            if name != "rnn_xp" and ours and "median_s" in entry
+        }
+        rows.append(
+            {
+                "device": device, "direction": direction, "case": case.as_dict(), "flops": flops,
+                "results": results, "speedup_vs": speedup, "gpu_over_cpu": None,
+            }
+        )
+    return rows
+
+
+def _add_gpu_over_cpu(rows: list[dict[str, Any]]) -> None:
+    """rnn_xp's CPU time / its GPU time, on rows measured on both devices."""
+    cpu = {
+        (r["case"]["label"], r["direction"]): r["results"]["rnn_xp"].get("median_s")
+        for r in rows
+        if r["device"] == "cpu" and "rnn_xp" in r["results"]
+    }
+    for row in rows:
+        if row["device"] == "cuda" and "median_s" in row["results"].get("rnn_xp", {}):
+            cpu_time = cpu.get((row["case"]["label"], row["direction"]))
+            if cpu_time:
+                row["gpu_over_cpu"] = cpu_time / row["results"]["rnn_xp"]["median_s"]
+
+
+def _tqdm(total: int) -> Any:
+    try:
+        from tqdm import tqdm
+    except ImportError:
+        return None
+    return tqdm(total=total, unit="row", dynamic_ncols=True)

@@ -1,0 +1,137 @@
+"""The ``rnn-xp`` command: ``info``, ``bench`` and ``bench compare`` (also ``python -m rnn_xp``)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = list(sys.argv[1:] if argv is None else argv)
+    if args[:2] == ["bench", "compare"]:
+        return _compare(args[2:])
+    parser = _parser()
+    options = parser.parse_args(args)
+    if options.command is None:
+        parser.print_help()
+        return 2
+    return int(options.run(options))
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="rnn-xp", description="rnn_xp: a vanilla RNN on NumPy and CuPy.")
+    commands = parser.add_subparsers(dest="command")
+
+    info = commands.add_parser("info", help="versions, CPU, BLAS, GPUs and available paths")
+    info.add_argument("--json", action="store_true", help="print the description as JSON")
+    info.set_defaults(run=_info)
+
+    bench = commands.add_parser(
+        "bench",
+        help="sweep sequence lengths x batches x hidden sizes on CPU/GPU against peers "
+        "(`rnn-xp bench compare A.json B.json` compares two runs)",
+    )
+    bench.add_argument("--device", choices=["cpu", "cuda", "all"], default="all",
+                       help="where to run (all: every device present)")
+    bench.add_argument("--quick", action="store_true", help="a small sweep (minutes on a 2-core CPU)")
+    bench.add_argument("--out", type=Path, default=Path("bench/results"), help="directory for JSON, table, plots")
+    bench.add_argument("--name", default=None, help="file stem of the results (default: from the hardware)")
+    bench.add_argument("--peers", default="torch,numpy-loop,torch-cudnn,rnn_xp-generic",
+                       help="comma-separated peers: torch, numpy-loop (CPU); torch-cudnn, rnn_xp-generic (GPU)")
+    bench.add_argument("--dtype", choices=["float32", "float64"], default="float32")
+    bench.add_argument("--seq-lens", type=int, nargs="+", default=None)
+    bench.add_argument("--batches", type=int, nargs="+", default=None)
+    bench.add_argument("--hidden", type=int, nargs="+", default=None)
+    bench.add_argument("--input-size", type=int, default=64)
+    bench.add_argument("--direction", choices=["fwd", "train", "both"], default="both",
+                       help="forward only, forward+backward, or both")
+    bench.add_argument("--max-seconds", type=float, default=None,
+                       help="timing budget per implementation and row (default 0.5 quick, 2 full)")
+    bench.add_argument("--no-plots", action="store_true")
+    bench.set_defaults(run=_bench)
+    return parser
+
+
+def _info(options: argparse.Namespace) -> int:
+    from rnn_xp.benchmark.machine import describe, format_text
+
+    description = describe()
+    print(json.dumps(description, indent=1) if options.json else format_text(description))
+    return 0
+
+
+def _bench(options: argparse.Namespace) -> int:
+    from rnn_xp.benchmark import plots, results
+    from rnn_xp.benchmark.machine import cpu_model, gpus
+    from rnn_xp.benchmark.sweep import ALL_PEERS, FULL, QUICK, SweepConfig, run_sweep
+
+    peers = [p.strip() for p in options.peers.split(",") if p.strip()]
+    unknown = [p for p in peers if p not in ALL_PEERS]
+    if unknown:
+        print(f"rnn-xp bench: --peers must be among {', '.join(ALL_PEERS)}; got {', '.join(unknown)}", file=sys.stderr)
+        return 2
+    present = gpus()
+    if options.device == "cuda" and not present:
+        print("rnn-xp bench: --device cuda needs CuPy and an NVIDIA GPU; none found (see `rnn-xp info`)",
+              file=sys.stderr)
+        return 2
+    devices = ["cpu", "cuda"] if options.device == "all" else [options.device]
+    if options.device == "all" and not present:
+        devices = ["cpu"]
+        print("rnn-xp bench: no GPU found; measuring the CPU only", file=sys.stderr)
+    sizes = QUICK if options.quick else FULL
+    config = SweepConfig(
+        devices=devices,
+        seq_lens=options.seq_lens or sizes["seq_lens"],
+        batches=options.batches or sizes["batches"],
+        hidden=options.hidden or sizes["hidden"],
+        input_size=options.input_size,
+        peers=peers,
+        dtype=options.dtype,
+        directions=("fwd", "train") if options.direction == "both" else (options.direction,),
+        quick=options.quick,
+        max_seconds=options.max_seconds if options.max_seconds is not None else (0.5 if options.quick else 2.0),
+    )
+    hardware = present[0]["name"] if "cuda" in devices else cpu_model()
+    stem = options.name or f"{_slug(hardware)}-{'quick' if options.quick else 'full'}"
+    result = run_sweep(config)
+    paths = results.save(result, options.out, stem)
+    figures = [] if options.no_plots else plots.draw(result, options.out, stem)
+    print(results.markdown(result))
+    for path in [*paths.values(), *figures]:
+        print(f"wrote {path}")
+    if not options.no_plots and not figures:
+        print("no plots: matplotlib is not installed (pip install 'rnn-xp[plot]')")
+    if result["interrupted"]:
+        print("interrupted: kept the rows measured before Ctrl-C", file=sys.stderr)
+        return 130
+    return 0
+
+
+def _compare(args: Sequence[str]) -> int:
+    from rnn_xp.benchmark import results
+
+    parser = argparse.ArgumentParser(prog="rnn-xp bench compare", description="per-row time ratios of two runs")
+    parser.add_argument("first", type=Path)
+    parser.add_argument("second", type=Path)
+    options = parser.parse_args(args)
+    try:
+        first, second = results.load(options.first), results.load(options.second)
+    except ValueError as error:
+        print(f"rnn-xp bench compare: {error}", file=sys.stderr)
+        return 2
+    ratios = results.compare(first, second)
+    print(results.format_comparison(ratios, options.first.name, options.second.name))
+    return 0 if ratios else 1
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")[:40] or "machine"
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,131 @@
+"""The rnn-xp command: info, bench (result schema, missing peers, Ctrl-C safety, plots) and bench compare."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from rnn_xp.benchmark import peers as peers_module
+from rnn_xp.benchmark import results, sweep
+from rnn_xp.cli import main
+
+TINY = ["--device", "cpu", "--seq-lens", "3", "5", "--batches", "2", "--hidden", "4", "--input-size", "3",
+        "--max-seconds", "0.01", "--quick"]
+
+
+def _bench(tmp_path: Path, *extra: str, name: str = "run") -> tuple[int, dict[str, Any]]:
+    code = main(["bench", *TINY, "--out", str(tmp_path), "--name", name, *extra])
+    return code, json.loads((tmp_path / f"{name}.json").read_text())
+
+
+def test_info_prints_machine_and_paths(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["info"]) == 0
+    text = capsys.readouterr().out
+    assert "CPU:" in text and "BLAS" in text and "paths:" in text and "cpu (NumPy, in-place loop): available" in text
+    assert main(["info", "--json"]) == 0
+    description = json.loads(capsys.readouterr().out)
+    assert {"python", "cpu", "versions", "gpus", "paths"} <= set(description)
+
+
+def test_python_dash_m_runs_the_cli() -> None:
+    out = subprocess.run([sys.executable, "-m", "rnn_xp", "info"], capture_output=True, text=True, check=True)
+    assert out.stdout.startswith("rnn_xp ")
+
+
+def test_bench_writes_json_table_and_plots(tmp_path: Path) -> None:
+    code, result = _bench(tmp_path, "--peers", "numpy-loop")
+    assert code == 0
+    assert result["schema"] == sweep.SCHEMA and not result["interrupted"]
+    assert result["config"]["seq_lens"] == [3, 5] and result["config"]["devices"] == ["cpu"]
+    assert result["gemm_peak_gflops"]["cpu"] > 0
+    assert {r["direction"] for r in result["rows"]} == {"fwd", "train"}
+    assert len(result["rows"]) == 4
+    for row in result["rows"]:
+        case = row["case"]
+        ours = row["results"]["rnn_xp"]
+        assert ours["status"] == "ok" and ours["median_s"] > 0 and ours["repeats"] >= 1
+        assert ours["samples_per_s"] == pytest.approx(case["batch"] * case["seq_len"] / ours["median_s"])
+        forward = 2 * case["seq_len"] * case["batch"] * case["hidden"] * (case["input_size"] + case["hidden"])
+        assert row["flops"] == forward * (1 if row["direction"] == "fwd" else 3)
+        assert ours["gflops"] == pytest.approx(row["flops"] / ours["median_s"] / 1e9)
+        loop = row["results"]["numpy-loop"]
+        assert loop["status"] == "ok" and loop["max_abs_diff"] < 1e-5
+        assert row["speedup_vs"]["numpy-loop"] == pytest.approx(loop["median_s"] / ours["median_s"])
+    table = (tmp_path / "run.md").read_text()
+    assert "## cpu, forward" in table and "numpy-loop ms (rnn_xp speedup)" in table
+    pytest.importorskip("matplotlib")
+    for suffix in ("throughput", "speedup-vs-peers", "gpu-over-cpu"):
+        png = tmp_path / f"run-{suffix}.png"
+        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_missing_peer_is_reported_not_dropped(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(peers_module.Torch, "unavailable", lambda self, case: "torch is not installed")
+    code, result = _bench(tmp_path, "--peers", "torch,numpy-loop", "--no-plots")
+    assert code == 0
+    assert {"peer": "torch", "device": "cpu", "reason": "torch is not installed"} in result["missing_peers"]
+    assert "peer `torch` on cpu: missing (torch is not installed)" in (tmp_path / "run.md").read_text()
+
+
+def test_a_peer_that_disagrees_is_not_timed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    original = peers_module.NumpyLoop.output
+    monkeypatch.setattr(peers_module.NumpyLoop, "output", lambda self: original(self) + 1.0)
+    _, result = _bench(tmp_path, "--peers", "numpy-loop", "--no-plots")
+    for row in result["rows"]:
+        entry = row["results"]["numpy-loop"]
+        assert entry["status"] == "wrong" and "median_s" not in entry
+        assert "numpy-loop" not in row["speedup_vs"]
+
+
+def test_ctrl_c_keeps_the_rows_measured(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    calls = {"n": 0}
+    original = sweep._measure_case
+
+    def interrupt_on_second_case(*args: Any, **kwargs: Any) -> Any:
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise KeyboardInterrupt
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(sweep, "_measure_case", interrupt_on_second_case)
+    code, result = _bench(tmp_path, "--peers", "numpy-loop", "--no-plots")
+    assert code == 130
+    assert result["interrupted"] is True
+    assert len(result["rows"]) == 2 and {r["case"]["seq_len"] for r in result["rows"]} == {3}
+    assert "Interrupted (Ctrl-C)" in (tmp_path / "run.md").read_text()
+
+
+def test_compare_gives_per_row_ratios(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    _, first = _bench(tmp_path, "--peers", "numpy-loop", "--no-plots", name="a")
+    second = json.loads(json.dumps(first))
+    for row in second["rows"]:
+        for entry in row["results"].values():
+            entry["median_s"] *= 2
+    (tmp_path / "b.json").write_text(json.dumps(second))
+    capsys.readouterr()
+    assert main(["bench", "compare", str(tmp_path / "a.json"), str(tmp_path / "b.json")]) == 0
+    text = capsys.readouterr().out
+    ratios = results.compare(first, second)
+    assert len(ratios) == 8 and all(r["ratio"] == pytest.approx(2.0) for r in ratios)
+    assert "geometric mean ratio 2.00 over 8 rows" in text
+
+
+def test_compare_rejects_a_foreign_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "x.json").write_text('{"hello": 1}')
+    assert main(["bench", "compare", str(tmp_path / "x.json"), str(tmp_path / "x.json")]) == 2
+    assert "not an rnn-xp benchmark result" in capsys.readouterr().err
+
+
+def test_bench_rejects_unknown_peers_and_missing_gpu(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["bench", "--peers", "tensorflow"]) == 2
+    assert "--peers must be among" in capsys.readouterr().err
+    from conftest import HAVE_GPU
+
+    if not HAVE_GPU:
+        assert main(["bench", "--device", "cuda"]) == 2
+        assert "needs CuPy and an NVIDIA GPU" in capsys.readouterr().err
