@@ -1,4 +1,4 @@
-"""The ``rnn-xp`` command: ``info``, ``bench`` and ``bench compare`` (also ``python -m rnn_xp``)."""
+"""The ``rnn-xp`` command: ``info``, ``bench``, ``bench compare``, ``train``, ``sample`` (or ``python -m rnn_xp``)."""
 
 from __future__ import annotations
 
@@ -53,7 +53,65 @@ def _parser() -> argparse.ArgumentParser:
                        help="timing budget per implementation and row (default 0.5 quick, 2 full)")
     bench.add_argument("--no-plots", action="store_true")
     bench.set_defaults(run=_bench)
+
+    train = commands.add_parser("train", help="train an example: charlm (text) or adding (many-to-one)")
+    examples = train.add_subparsers(dest="example", required=True)
+    charlm = examples.add_parser("charlm", help="character-level language model on the stdlib sources")
+    _add_fields(charlm, "charlm")
+    charlm.set_defaults(run=_train)
+    adding = examples.add_parser("adding", help="the adding problem (regression over long sequences)")
+    _add_fields(adding, "adding")
+    adding.set_defaults(run=_train)
+
+    sample = commands.add_parser("sample", help="generate text from a charlm checkpoint")
+    sample.add_argument("--checkpoint", type=Path, default=Path("runs/charlm/charlm.safetensors"))
+    sample.add_argument("--length", type=int, default=400)
+    sample.add_argument("--prime", default="def ")
+    sample.add_argument("--temperature", type=float, default=0.8)
+    sample.add_argument("--seed", type=int, default=None)
+    sample.add_argument("--device", default="cpu")
+    sample.set_defaults(run=_sample)
     return parser
+
+
+def _config_class(example: str) -> type:
+    from rnn_xp.training.adding import AddingConfig
+    from rnn_xp.training.charlm import CharLMConfig
+
+    return CharLMConfig if example == "charlm" else AddingConfig
+
+
+def _add_fields(parser: argparse.ArgumentParser, example: str) -> None:
+    """One --option per field of the example's config dataclass, with its default."""
+    import dataclasses
+
+    for spec in dataclasses.fields(_config_class(example)):
+        default = spec.default
+        kind = type(default) if default is not None else (int if spec.name == "max_updates" else str)
+        parser.add_argument(f"--{spec.name.replace('_', '-')}", dest=spec.name, type=kind, default=default,
+                            help=f"default {default}")
+
+
+def _train(options: argparse.Namespace) -> int:
+    import dataclasses
+
+    config_class = _config_class(options.example)
+    config = config_class(**{f.name: getattr(options, f.name) for f in dataclasses.fields(config_class)})
+    from rnn_xp.training import adding, charlm
+
+    summary = (charlm.train if options.example == "charlm" else adding.train)(config)
+    out = Path(config.out) / f"{options.example}-summary.json"
+    out.write_text(json.dumps(summary) + "\n")
+    print(f"wrote {out}" + (f" and {summary['plot']}" if summary.get("plot") else ""))
+    return 0
+
+
+def _sample(options: argparse.Namespace) -> int:
+    from rnn_xp.training.charlm import sample
+
+    print(sample(options.checkpoint, length=options.length, prime=options.prime, temperature=options.temperature,
+                 seed=options.seed, device=options.device))
+    return 0
 
 
 def _info(options: argparse.Namespace) -> int:

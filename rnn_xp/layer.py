@@ -154,6 +154,13 @@ class RNN:
         self._device, self._xp, self._params, self.grads, self._cache = target, xp, params, grads, None
         return self
 
+    def dropout_rng_state(self) -> dict[str, Any]:
+        """The state of the generator that draws dropout masks (for checkpoints)."""
+        return dict(self._dropout_rng.bit_generator.state)
+
+    def set_dropout_rng_state(self, state: dict[str, Any]) -> None:
+        self._dropout_rng.bit_generator.state = state
+
     # -- parameters ----------------------------------------------------------------------------------------
     def parameters(self) -> dict[str, Any]:
         """The live parameter arrays by torch name (an optimizer may update them through :meth:`set_parameter`)."""

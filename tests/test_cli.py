@@ -129,3 +129,29 @@ def test_bench_rejects_unknown_peers_and_missing_gpu(capsys: pytest.CaptureFixtu
     if not HAVE_GPU:
         assert main(["bench", "--device", "cuda"]) == 2
         assert "needs CuPy and an NVIDIA GPU" in capsys.readouterr().err
+
+
+def test_train_and_sample_commands(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    text = tmp_path / "text.txt"
+    text.write_text("".join(f"x = {i} + {i * 3}\n" for i in range(300)))
+    out = tmp_path / "charlm"
+    code = main(["train", "charlm", "--text", str(text), "--max-updates", "30", "--hidden", "16", "--embedding",
+                 "8", "--steps", "16", "--batch", "4", "--eval-chunks", "2", "--out", str(out)])
+    assert code == 0
+    summary = json.loads((out / "charlm-summary.json").read_text())
+    assert summary["updates"] == 30 and summary["held_out_bits_per_char"] > 0
+    assert (out / "charlm.safetensors").exists()
+    capsys.readouterr()
+    assert main(["sample", "--checkpoint", str(out / "charlm.safetensors"), "--length", "40", "--prime", "x = ",
+                 "--seed", "1"]) == 0
+    sampled = capsys.readouterr().out.rstrip("\n")
+    assert sampled.startswith("x = ") and len(sampled) == 44
+    code = main(["train", "adding", "--steps", "20", "--hidden", "8", "--max-updates", "20", "--out",
+                 str(tmp_path / "adding")])
+    assert code == 0
+    assert json.loads((tmp_path / "adding" / "adding-summary.json").read_text())["updates"] == 20
+
+
+def test_train_rejects_an_unknown_sampler(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match=r"sampler must be one of \['streams', 'windows'\]; got 'shuffle'"):
+        main(["train", "charlm", "--sampler", "shuffle", "--max-updates", "1", "--out", str(tmp_path)])

@@ -1,0 +1,145 @@
+"""The adding problem (Hochreiter & Schmidhuber 1997; Le et al. 2015): many-to-one regression over long sequences.
+
+Each step carries (a value in U(0, 1), a marker in {0, 1}); exactly two steps are marked, one in each half; the
+target is the sum of the two marked values. Always predicting 1 gives MSE 1/6 = 0.167, the baseline to beat.
+
+Default model: RNN(2 -> H) with relu and W_hh initialised to the identity, zero biases (the IRNN of Le et al.
+2015), whose gradient neither explodes nor vanishes at the start, then a Linear head on the last state; Adam with
+clipping. ``--init torch`` keeps torch's uniform init with tanh, for comparison.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from rnn_xp.layer import RNN
+from rnn_xp.training.checkpoint import save_checkpoint
+from rnn_xp.training.layers import Linear
+from rnn_xp.training.losses import mse, mse_backward
+from rnn_xp.training.models import SequenceModel
+from rnn_xp.training.optim import Adam, clip_grad_norm
+from rnn_xp.training.report import plot_curves, progress_bar
+
+BASELINE_MSE = 1.0 / 6.0
+
+
+@dataclass
+class AddingConfig:
+    steps: int = 100
+    hidden: int = 64
+    batch: int = 64
+    lr: float = 1e-3
+    clip: float = 1.0
+    init: str = "identity"  # "identity" (IRNN: relu, W_hh = I, zero biases) or "torch" (tanh, uniform)
+    minutes: float = 3.0
+    max_updates: int | None = None
+    eval_every_s: float = 10.0
+    seed: int = 0
+    device: str = "cpu"
+    dtype: str = "float32"
+    out: str = "runs/adding"
+
+
+def adding_batch(rng: np.random.Generator, batch: int, steps: int, dtype: str) -> tuple[np.ndarray, np.ndarray]:
+    """x (steps, batch, 2) and target (batch, 1)."""
+    values = rng.random((steps, batch))
+    markers = np.zeros((steps, batch))
+    half = steps // 2
+    first = rng.integers(0, half, size=batch)
+    second = rng.integers(half, steps, size=batch)
+    markers[first, np.arange(batch)] = 1.0
+    markers[second, np.arange(batch)] = 1.0
+    x = np.stack([values, markers], axis=-1).astype(dtype)
+    target = (values[first, np.arange(batch)] + values[second, np.arange(batch)])[:, None].astype(dtype)
+    return x, target
+
+
+def build_model(config: AddingConfig) -> SequenceModel:
+    nonlinearity = "relu" if config.init == "identity" else "tanh"
+    rnn = RNN(2, config.hidden, nonlinearity=nonlinearity, device=config.device, dtype=config.dtype, seed=config.seed)
+    if config.init == "identity":
+        xp = rnn.xp
+        like = rnn.parameters()["weight_hh_l0"]
+        rnn.set_parameter("weight_hh_l0", xp.eye(config.hidden, dtype=like.dtype, device=_device(like)))
+        for name in ("bias_ih_l0", "bias_hh_l0"):
+            rnn.set_parameter(name, xp.zeros_like(rnn.parameters()[name]))
+    elif config.init != "torch":
+        msg = f"init must be 'identity' or 'torch'; got {config.init!r}"
+        raise ValueError(msg)
+    head = Linear(config.hidden, 1, device=config.device, dtype=config.dtype, seed=config.seed + 1)
+    return SequenceModel(rnn, head, many_to_one=True)
+
+
+def train(config: AddingConfig, *, log: Callable[[str], None] = print, progress: bool = True) -> dict[str, Any]:
+    model = build_model(config)
+    xp = model.xp
+    optimizer = Adam(lr=config.lr)
+    rng = np.random.default_rng(config.seed)
+    held_x, held_y = adding_batch(np.random.default_rng(10_000 + config.seed), 1000, config.steps, config.dtype)
+    held_x, held_y = xp.asarray(held_x), xp.asarray(held_y)
+    log(
+        f"adding: T={config.steps}, RNN(2 -> {config.hidden}, init {config.init}) + Linear, Adam {config.lr}, "
+        f"clip {config.clip}, B={config.batch}; baseline MSE {BASELINE_MSE:.3f}"
+    )
+
+    def held_out() -> float:
+        prediction, _ = model(held_x)
+        return float(mse(prediction, held_y)[0])
+
+    history: dict[str, list[Any]] = {"train": [], "held_out": [(0.0, held_out())]}
+    budget = config.minutes * 60.0
+    bar = progress_bar(budget) if progress else None
+    seconds, updates, last_eval = 0.0, 0, time.perf_counter()
+    try:
+        while seconds < budget and (config.max_updates is None or updates < config.max_updates):
+            tick = time.perf_counter()
+            x, y = adding_batch(rng, config.batch, config.steps, config.dtype)
+            prediction, _ = model(xp.asarray(x))
+            loss, cache = mse(prediction, xp.asarray(y))
+            model.backward(mse_backward(cache))
+            grads, _ = clip_grad_norm(model.grads, config.clip)
+            model.set_parameters(optimizer.step(model.parameters(), grads))
+            seconds += time.perf_counter() - tick
+            updates += 1
+            history["train"].append((seconds, float(loss)))
+            if time.perf_counter() - last_eval >= config.eval_every_s:
+                history["held_out"].append((seconds, held_out()))
+                last_eval = time.perf_counter()
+            if bar is not None:
+                bar.update(min(int(seconds), int(budget)) - bar.n)
+                bar.set_postfix(refresh=False, mse=f"{float(loss):.4f}", held_out=f"{history['held_out'][-1][1]:.4f}")
+    except KeyboardInterrupt:
+        log("interrupted")
+    finally:
+        if bar is not None:
+            bar.close()
+    final = held_out()
+    history["held_out"].append((seconds, final))
+    out = Path(config.out)
+    save_checkpoint(out / "adding.safetensors", params=model.parameters(), optimizer_arrays=optimizer.state_arrays(),
+                    state={"kind": "adding", "config": asdict(config), "optimizer": optimizer.config()})
+    figure = plot_curves(
+        history, out / "adding-loss.png", f"adding problem, T={config.steps}, init {config.init}", "MSE",
+        log_y=True, baseline=(BASELINE_MSE, "baseline: always predict 1 (MSE 0.167)"),
+    )
+    below = next((s for s, v in history["held_out"] if v < 0.1 * BASELINE_MSE), None)
+    log(
+        f"adding: {updates} updates in {seconds:.0f} s; held-out MSE {final:.4f} (baseline {BASELINE_MSE:.3f}); "
+        + (f"below a tenth of the baseline after {below:.0f} s" if below is not None else "not yet below 0.017")
+    )
+    return {"updates": updates, "train_seconds": seconds, "held_out_mse": final, "history": history,
+            "seconds_to_tenth_of_baseline": below, "plot": str(figure) if figure else None,
+            "log10_improvement": math.log10(BASELINE_MSE / max(final, 1e-12))}
+
+
+def _device(array: Any) -> Any:
+    from array_api_compat import device
+
+    return device(array)

@@ -1,0 +1,293 @@
+"""Character-level language model: Embedding -> RNN -> Linear, trained by truncated BPTT on the Python standard
+library's own sources (or any text), evaluated in bits per character on held-out files, sampled from checkpoints.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from rnn_xp._device import to_numpy
+from rnn_xp.layer import RNN
+from rnn_xp.training.checkpoint import load_checkpoint, save_checkpoint
+from rnn_xp.training.data import CharVocabulary, DocumentStreams, RandomWindows, split_held_out, stdlib_sources
+from rnn_xp.training.layers import Embedding, Linear
+from rnn_xp.training.losses import softmax_cross_entropy, softmax_cross_entropy_backward
+from rnn_xp.training.models import SequenceModel
+from rnn_xp.training.optim import Adam, clip_grad_norm
+from rnn_xp.training.report import plot_curves, progress_bar
+
+SAMPLERS: dict[str, Any] = {"windows": RandomWindows, "streams": DocumentStreams}
+
+
+@dataclass
+class CharLMConfig:
+    embedding: int = 64
+    hidden: int = 256
+    layers: int = 1
+    steps: int = 64  # truncation length T
+    batch: int = 32
+    lr: float = 2e-3
+    clip: float = 5.0
+    # "windows": independent random windows from a zero state (default: uncorrelated batches);
+    # "streams": truncated BPTT over B document streams with the state carried across chunks.
+    sampler: str = "windows"
+    minutes: float = 4.5  # training time budget (evaluation and checkpoint come on top)
+    max_updates: int | None = None
+    eval_every_s: float = 30.0
+    eval_chunks: int = 40  # periodic held-out estimate: eval_chunks * steps * batch characters
+    seed: int = 0
+    device: str = "cpu"
+    dtype: str = "float32"
+    text: str | None = None  # a file to train on instead of the stdlib sources
+    out: str = "runs/charlm"
+
+    def __post_init__(self) -> None:
+        if self.sampler not in SAMPLERS:
+            msg = f"sampler must be one of {sorted(SAMPLERS)}; got {self.sampler!r}"
+            raise ValueError(msg)
+        for name in ("embedding", "hidden", "layers", "steps", "batch"):
+            if int(getattr(self, name)) < 1:
+                msg = f"{name} must be a positive integer; got {getattr(self, name)!r}"
+                raise ValueError(msg)
+
+
+@dataclass
+class Corpus:
+    vocabulary: CharVocabulary
+    training: list[np.ndarray]
+    held_out: list[np.ndarray]
+    description: str = ""
+    sizes: dict[str, int] = field(default_factory=dict)
+
+
+def load_corpus(text_file: str | None) -> Corpus:
+    """The stdlib sources (every 20th file held out) or ``text_file`` (its last 5% held out)."""
+    if text_file is None:
+        train_paths, held_paths = split_held_out(stdlib_sources())
+        train_texts = [CharVocabulary.clean(p.read_text(errors="replace")) for p in train_paths]
+        held_texts = [CharVocabulary.clean(p.read_text(errors="replace")) for p in held_paths]
+        description = f"Python {'.'.join(map(str, __import__('sys').version_info[:2]))} standard library sources"
+    else:
+        text = CharVocabulary.clean(Path(text_file).read_text(errors="replace"))
+        cut = int(len(text) * 0.95)
+        train_texts, held_texts = [text[:cut]], [text[cut:]]
+        description = str(text_file)
+    vocabulary = CharVocabulary("".join(train_texts) + "?")
+    return Corpus(
+        vocabulary,
+        [vocabulary.encode(t) for t in train_texts],
+        [vocabulary.encode(t) for t in held_texts],
+        description,
+        {"training_chars": sum(map(len, train_texts)), "held_out_chars": sum(map(len, held_texts))},
+    )
+
+
+def build_model(config: CharLMConfig, vocabulary_size: int) -> SequenceModel:
+    seed = config.seed
+    return SequenceModel(
+        RNN(config.embedding, config.hidden, num_layers=config.layers, device=config.device, dtype=config.dtype,
+            seed=seed),
+        Linear(config.hidden, vocabulary_size, device=config.device, dtype=config.dtype, seed=seed + 1),
+        embedding=Embedding(vocabulary_size, config.embedding, device=config.device, dtype=config.dtype,
+                            seed=seed + 2),
+    )
+
+
+class CharLMTrainer:
+    """Holds the model, optimizer, data streams and carried state; one :meth:`update` is one BPTT chunk."""
+
+    def __init__(self, config: CharLMConfig, corpus: Corpus) -> None:
+        self.config, self.corpus = config, corpus
+        self.model = build_model(config, len(corpus.vocabulary))
+        self.xp = self.model.xp
+        self.optimizer = Adam(lr=config.lr)
+        self.streams = SAMPLERS[config.sampler](
+            corpus.training, steps=config.steps, batch=config.batch, seed=config.seed
+        )
+        self.state = self._zeros()
+        self.updates = 0
+
+    def _zeros(self) -> Any:
+        c = self.config
+        return self.xp.zeros((c.layers, c.batch, c.hidden), dtype=self._dtype())
+
+    def _dtype(self) -> Any:
+        return self.model.parameters()["rnn.weight_hh_l0"].dtype
+
+    def _loss(self, chunk: Any, state: Any) -> tuple[Any, Any, Any, Any]:
+        xp, steps, batch = self.xp, self.config.steps, self.config.batch
+        if chunk.reset.all():
+            h0 = None
+        else:
+            h0 = xp.where(xp.asarray(~chunk.reset)[None, :, None], state, xp.zeros_like(state))
+        full = bool(chunk.lengths.min() == steps)  # no padding: skip the length mask
+        logits, h_n = self.model(xp.asarray(chunk.inputs), h0, None if full else chunk.lengths)
+        vocabulary = logits.shape[-1]
+        loss, cache = softmax_cross_entropy(
+            xp.reshape(logits, (steps * batch, vocabulary)),
+            xp.reshape(xp.asarray(chunk.targets), (steps * batch,)),
+            None if full else xp.reshape(xp.asarray(chunk.target_mask()), (steps * batch,)),
+        )
+        return loss, cache, h_n, logits.shape
+
+    def update(self) -> float:
+        """One truncated-BPTT step: forward a chunk from the carried state, backward, clip, Adam. Returns the loss
+        in nats per character."""
+        chunk = self.streams.next_chunk()
+        loss, cache, h_n, shape = self._loss(chunk, self.state)
+        self.model.backward(self.xp.reshape(softmax_cross_entropy_backward(cache), shape))
+        grads, _ = clip_grad_norm(self.model.grads, self.config.clip)
+        self.model.set_parameters(self.optimizer.step(self.model.parameters(), grads))
+        self.state = h_n  # carried to the next chunk; backward never reaches past it (detached)
+        self.updates += 1
+        return float(loss)
+
+    def evaluate(self, chunks: int) -> float:
+        """Bits per character on held-out text: ``chunks`` chunks of streams with carried state (same seed each
+        time, so successive evaluations see the same characters)."""
+        c = self.config
+        streams = DocumentStreams(self.corpus.held_out, steps=c.steps, batch=c.batch, seed=12345)
+        state, nats, count = self._zeros(), 0.0, 0
+        training = self.model.rnn.training
+        self.model.rnn.eval()
+        for _ in range(chunks):
+            chunk = streams.next_chunk()
+            loss, _, state, _ = self._loss(chunk, state)
+            characters = int(chunk.lengths.sum())
+            nats += float(loss) * characters
+            count += characters
+        self.model.rnn.train(training)
+        return nats / count / math.log(2)
+
+    def checkpoint_state(self) -> dict[str, Any]:
+        return {
+            "kind": "charlm",
+            "config": asdict(self.config),
+            "characters": self.corpus.vocabulary.characters,
+            "updates": self.updates,
+            "optimizer": self.optimizer.config(),
+            "streams": self.streams.state(),
+            "dropout_rng": self.model.rnn.dropout_rng_state(),
+        }
+
+    def save(self, path: Path) -> None:
+        arrays = {"carried_state": self.state, **self.optimizer.state_arrays()}
+        save_checkpoint(path, params=self.model.parameters(), optimizer_arrays=arrays, state=self.checkpoint_state())
+
+    def resume(self, path: Path) -> None:
+        params, optimizer_arrays, state = load_checkpoint(path, expected_params=self.model.parameters())
+        xp = self.xp
+        self.model.set_parameters({k: xp.asarray(v) for k, v in params.items()})
+        self.state = xp.asarray(optimizer_arrays.pop("carried_state"))
+        self.optimizer.load_state(state["optimizer"], {k: xp.asarray(v) for k, v in optimizer_arrays.items()})
+        self.streams.load_state(state["streams"])
+        self.model.rnn.set_dropout_rng_state(state["dropout_rng"])
+        self.updates = int(state["updates"])
+
+
+def train(
+    config: CharLMConfig, *, log: Callable[[str], None] = print, progress: bool = True
+) -> dict[str, Any]:
+    """Train for ``config.minutes`` (or ``max_updates``); returns the history and final held-out bits/char."""
+    corpus = load_corpus(config.text)
+    trainer = CharLMTrainer(config, corpus)
+    out = Path(config.out)
+    log(
+        f"charlm: {corpus.description}: {corpus.sizes['training_chars']:,} training and "
+        f"{corpus.sizes['held_out_chars']:,} held-out characters, vocabulary {len(corpus.vocabulary)}; "
+        f"Embedding({config.embedding}) + RNN(H={config.hidden}, L={config.layers}) + Linear, Adam {config.lr}, "
+        f"T={config.steps}, B={config.batch}, {config.sampler}, on {config.device}"
+    )
+    history: dict[str, list[Any]] = {"train": [], "held_out": []}
+    budget = config.minutes * 60.0
+    bar = progress_bar(budget) if progress else None
+    started = last_eval = time.perf_counter()
+    train_seconds = 0.0
+    smoothed = None
+    try:
+        while train_seconds < budget and (config.max_updates is None or trainer.updates < config.max_updates):
+            tick = time.perf_counter()
+            loss = trainer.update()
+            train_seconds += time.perf_counter() - tick
+            smoothed = loss if smoothed is None else 0.98 * smoothed + 0.02 * loss
+            history["train"].append((train_seconds, loss / math.log(2)))
+            if time.perf_counter() - last_eval >= config.eval_every_s:
+                bits = trainer.evaluate(config.eval_chunks)
+                history["held_out"].append((train_seconds, bits))
+                last_eval = time.perf_counter()
+            if bar is not None:
+                bar.update(min(int(train_seconds), int(budget)) - bar.n)
+                bar.set_postfix(
+                    refresh=False,
+                    bpc=f"{smoothed / math.log(2):.3f}",
+                    held_out=f"{history['held_out'][-1][1]:.3f}" if history["held_out"] else "-",
+                    chars_per_s=f"{trainer.updates * config.steps * config.batch / train_seconds:,.0f}",
+                )
+    except KeyboardInterrupt:
+        log("interrupted: evaluating and saving what was trained")
+    finally:
+        if bar is not None:
+            bar.close()
+    full_chunks = max(1, corpus.sizes["held_out_chars"] // (config.steps * config.batch))
+    final = trainer.evaluate(full_chunks)
+    history["final"] = [(train_seconds, final)]
+    checkpoint = out / "charlm.safetensors"
+    trainer.save(checkpoint)
+    figure = plot_curves(
+        history, out / "charlm-loss.png", "charlm: bits per character", "bits per character",
+        held_out_label=f"held-out estimate ({config.eval_chunks} chunks)",
+        final_label=f"held-out, all {full_chunks * config.steps * config.batch:,} characters",
+    )
+    summary = {
+        "updates": trainer.updates,
+        "train_seconds": train_seconds,
+        "wall_seconds": time.perf_counter() - started,
+        "held_out_bits_per_char": final,
+        "held_out_chars_evaluated": full_chunks * config.steps * config.batch,
+        "chars_per_second": trainer.updates * config.steps * config.batch / max(train_seconds, 1e-9),
+        "checkpoint": str(checkpoint),
+        "plot": str(figure) if figure else None,
+        "history": history,
+    }
+    log(
+        f"charlm: {trainer.updates} updates in {train_seconds:.0f} s of training "
+        f"({summary['chars_per_second']:,.0f} chars/s); held-out {final:.3f} bits/char over "
+        f"{summary['held_out_chars_evaluated']:,} characters; saved {checkpoint}"
+    )
+    return summary
+
+
+def sample(checkpoint: str | Path, *, length: int = 400, prime: str = "def ", temperature: float = 0.8,
+           seed: int | None = None, device: str = "cpu") -> str:
+    """Generate text from a charlm checkpoint: run ``prime`` through the model, then draw one character at a time,
+    carrying the hidden state (stateful streaming inference)."""
+    arrays, _, state = load_checkpoint(checkpoint)
+    if state.get("kind") != "charlm":
+        msg = f"{checkpoint} is not a charlm checkpoint (kind {state.get('kind')!r})"
+        raise ValueError(msg)
+    config = CharLMConfig(**{**state["config"], "device": device})
+    vocabulary = CharVocabulary(state["characters"])
+    model = build_model(config, len(vocabulary))
+    xp = model.xp
+    model.set_parameters({k: xp.asarray(v) for k, v in arrays.items()})
+    model.rnn.eval()
+    rng = np.random.default_rng(seed)
+    h = xp.zeros((config.layers, 1, config.hidden), dtype=model.parameters()["rnn.weight_hh_l0"].dtype)
+    tokens = vocabulary.encode(prime or "\n")
+    logits, h = model(xp.asarray(tokens[:, None]), h)
+    generated = []
+    for _ in range(length):
+        scores = to_numpy(logits[-1, 0, :]).astype(np.float64) / max(temperature, 1e-6)
+        probabilities = np.exp(scores - scores.max())
+        probabilities /= probabilities.sum()
+        token = int(rng.choice(len(probabilities), p=probabilities))
+        generated.append(token)
+        logits, h = model(xp.asarray(np.array([[token]], dtype=np.int64)), h)
+    return prime + vocabulary.decode(generated)

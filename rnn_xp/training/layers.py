@@ -1,0 +1,80 @@
+"""The output head (``Linear``, the V of the tutorials) and ``Embedding`` for token inputs, with torch's init."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from rnn_xp._device import from_numpy, namespace_for, parse_device
+
+
+class Linear:
+    """``y = x W^T + b`` over the last axis; W (out_features, in_features) and b init U(-1/sqrt(in), 1/sqrt(in)).
+
+    forward: x (..., in_features) -> (..., out_features); backward: grad_y -> grad_x, filling ``grads``.
+    """
+
+    def __init__(self, in_features: int, out_features: int, *, bias: bool = True, device: str = "cpu",
+                 dtype: str = "float32", seed: int | None = None) -> None:
+        rng = np.random.default_rng(seed)
+        bound = 1.0 / np.sqrt(in_features)
+        target = parse_device(device)
+        self.xp = namespace_for(target)
+        self.params: dict[str, Any] = {
+            "weight": from_numpy(rng.uniform(-bound, bound, (out_features, in_features)).astype(dtype), target)
+        }
+        if bias:
+            self.params["bias"] = from_numpy(rng.uniform(-bound, bound, (out_features,)).astype(dtype), target)
+        self.grads: dict[str, Any] = {}
+        self._input: Any = None
+
+    def __call__(self, x: Any) -> Any:
+        self._input = x
+        y = x @ self.params["weight"].T
+        return y + self.params["bias"] if "bias" in self.params else y
+
+    def backward(self, grad_y: Any) -> Any:
+        xp, x = self.xp, self._input
+        rows = 1
+        for n in x.shape[:-1]:
+            rows *= int(n)
+        flat_x = xp.reshape(x, (rows, x.shape[-1]))
+        flat_grad = xp.reshape(grad_y, (rows, grad_y.shape[-1]))
+        self.grads = {"weight": flat_grad.T @ flat_x}
+        if "bias" in self.params:
+            self.grads["bias"] = xp.sum(flat_grad, axis=0)
+        return grad_y @ self.params["weight"]
+
+
+class Embedding:
+    """Rows of a (num_embeddings, dim) table, init N(0, 1) as torch; tokens (...) int -> (..., dim).
+
+    backward accumulates the gradient of repeated tokens with a one-hot matmul (the Array API has no scatter-add).
+    """
+
+    def __init__(self, num_embeddings: int, dim: int, *, device: str = "cpu", dtype: str = "float32",
+                 seed: int | None = None) -> None:
+        rng = np.random.default_rng(seed)
+        target = parse_device(device)
+        self.xp = namespace_for(target)
+        self.params: dict[str, Any] = {
+            "weight": from_numpy(rng.standard_normal((num_embeddings, dim)).astype(dtype), target)
+        }
+        self.grads: dict[str, Any] = {}
+        self._tokens: Any = None
+
+    def __call__(self, tokens: Any) -> Any:
+        xp = self.xp
+        self._tokens = tokens
+        flat = xp.reshape(tokens, (-1,))
+        rows = xp.take(self.params["weight"], flat, axis=0)
+        return xp.reshape(rows, (*tokens.shape, self.params["weight"].shape[1]))
+
+    def backward(self, grad: Any) -> None:
+        xp = self.xp
+        weight = self.params["weight"]
+        flat = xp.reshape(self._tokens, (-1,))
+        vocabulary = xp.arange(weight.shape[0], dtype=flat.dtype)
+        one_hot = xp.astype(flat[:, None] == vocabulary[None, :], weight.dtype)
+        self.grads = {"weight": one_hot.T @ xp.reshape(grad, (flat.shape[0], weight.shape[1]))}
