@@ -20,6 +20,7 @@ import numpy as np
 
 import rnn_xp
 from rnn_xp.benchmark.cases import Case
+from rnn_xp.benchmark.machine import cpu_model
 from rnn_xp.benchmark.peers import RnnXp, Torch
 from rnn_xp.benchmark.timing import measure, measure_alternating
 
@@ -90,7 +91,7 @@ def run(max_seconds: float) -> dict[str, object]:
     return {
         "machine": {
             "platform": platform.platform(),
-            "processor": _cpu_model(),
+            "processor": cpu_model(),
             "threads": threads,
             "numpy": np.__version__,
             "torch": torch.__version__,
@@ -133,16 +134,6 @@ def markdown(result: dict[str, object]) -> str:
     geo = result["geomean_ratio"]
     lines.append(f"| **geometric mean** | | | **{geo['forward']:.2f}** | | | | | **{geo['train']:.2f}** | |")  # type: ignore[index]
     return "\n".join(lines) + "\n"
-
-
-def _cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def main() -> None:

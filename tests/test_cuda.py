@@ -62,7 +62,7 @@ def test_persistent_plan_fits_the_design_sizes_on_an_h100() -> None:
             assert blocks * plan.rows_per_block >= hidden > (blocks - 1) * plan.rows_per_block
             assert plan.shared_bytes == (plan.rows_per_block + plan.batch_tile) * hidden * 4
             assert plan.shared_bytes <= H100["shared_optin"]
-            assert 1 <= plan.batch_tile <= 256
+            assert plan.batch_tile in range(1, 257)
 
 
 def test_largest_persistent_hidden_is_the_boundary() -> None:

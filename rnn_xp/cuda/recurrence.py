@@ -81,19 +81,13 @@ def _forward_layer(
     relu = _I32(nonlinearity == "relu")
     plan = _plan(directions, hidden, batch, dtype)
     if plan is not None:
-        function = _module.kernel("rnn_forward_persistent", dtype)
-        _module.ensure_shared_memory(function, "rnn_forward_persistent", dtype, _device_id(), plan.shared_bytes)
         second = 1 if directions == 2 else 0
-        function(
-            (plan.grid,),
-            (_launch.THREADS,),
-            (
-                states[0], states[second], bias_arrays[0], bias_arrays[second], _I32(has_bias),
-                weights[0], weights[second], h0s[0], h0s[second], lengths, has_lengths,
-                _I32(steps), _I32(batch), _I32(hidden), _I32(directions), _I32(plan.rows_per_block),
-                _I32(plan.batch_tile), relu,
-            ),
-            shared_mem=plan.shared_bytes,
+        _launch_persistent(
+            "rnn_forward_persistent", dtype, plan,
+            states[0], states[second], bias_arrays[0], bias_arrays[second], _I32(has_bias),
+            weights[0], weights[second], h0s[0], h0s[second], lengths, has_lengths,
+            _I32(steps), _I32(batch), _I32(hidden), _I32(directions), _I32(plan.rows_per_block),
+            _I32(plan.batch_tile), relu,
         )
         return states
     function = _module.kernel("rnn_forward_step", dtype)
@@ -139,18 +133,12 @@ def _backward_layer(
             carry[0, direction] = _checked(grad_h_n, "grad_h_n", (batch, hidden), dtype)
     plan = _plan(directions, hidden, batch, dtype)
     if plan is not None:
-        function = _module.kernel("rnn_backward_persistent", dtype)
-        _module.ensure_shared_memory(function, "rnn_backward_persistent", dtype, _device_id(), plan.shared_bytes)
         second = 1 if directions == 2 else 0
-        function(
-            (plan.grid,),
-            (_launch.THREADS,),
-            (
-                grads_in[0], grads_in[second], states[0], states[second], weights[0], weights[second], carry,
-                grad_preacts[0], grad_preacts[second], lengths, has_lengths, _I32(steps), _I32(batch),
-                _I32(hidden), _I32(directions), _I32(plan.rows_per_block), _I32(plan.batch_tile), relu,
-            ),
-            shared_mem=plan.shared_bytes,
+        _launch_persistent(
+            "rnn_backward_persistent", dtype, plan,
+            grads_in[0], grads_in[second], states[0], states[second], weights[0], weights[second], carry,
+            grad_preacts[0], grad_preacts[second], lengths, has_lengths, _I32(steps), _I32(batch),
+            _I32(hidden), _I32(directions), _I32(plan.rows_per_block), _I32(plan.batch_tile), relu,
         )
         final = carry[steps % 2]
         return grad_preacts, [final[d] for d in range(directions)]
@@ -172,6 +160,13 @@ def _backward_layer(
             old, new = new, old
         grad_h0s.append(old)
     return grad_preacts, grad_h0s
+
+
+def _launch_persistent(name: str, dtype: Any, plan: _launch.PersistentPlan, *args: Any) -> None:
+    """One cooperative launch of ``name<dtype>``: one block per SM, the plan's dynamic shared memory."""
+    function = _module.kernel(name, dtype)
+    _module.ensure_shared_memory(function, name, dtype, _device_id(), plan.shared_bytes)
+    function((plan.grid,), (_launch.THREADS,), args, shared_mem=plan.shared_bytes)
 
 
 def _plan(directions: int, hidden: int, batch: int, dtype: Any) -> _launch.PersistentPlan | None:

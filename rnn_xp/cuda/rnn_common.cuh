@@ -82,4 +82,17 @@ __device__ __forceinline__ void tile_dot(const T* left, int left_rows, const T* 
     }
 }
 
+// Lane l < kTile*kTile owns element (l / kTile, l % kTile) of a tile that every lane holds after tile_dot; this
+// picks it with static indices only, so the tile stays in registers.
+template <typename T>
+__device__ __forceinline__ T tile_element(const T (&sums)[kTile][kTile], int lane) {
+    T mine = T(0);
+#pragma unroll
+    for (int i = 0; i < kTile; ++i) {
+#pragma unroll
+        for (int j = 0; j < kTile; ++j) mine = (lane == i * kTile + j) ? sums[i][j] : mine;
+    }
+    return mine;
+}
+
 }  // namespace rnn_xp

@@ -63,12 +63,7 @@ __global__ void __launch_bounds__(256) rnn_forward_persistent(
                                  sums);
                 const int bi = lane / kTile;
                 const int ri = lane % kTile;
-                T mine = T(0);
-#pragma unroll
-                for (int i = 0; i < kTile; ++i) {
-#pragma unroll
-                    for (int r = 0; r < kTile; ++r) mine = (i == bi && r == ri) ? sums[i][r] : mine;
-                }
+                const T mine = rnn_xp::tile_element(sums, lane);
                 if (lane < kTile * kTile && b_local + bi < tile_rows && r_local + ri < rows) {
                     const int b = b0 + b_local + bi;
                     const int j = row0 + r_local + ri;
@@ -153,12 +148,7 @@ __global__ void __launch_bounds__(256) rnn_backward_persistent(
                                  sums);
                 const int bi = lane / kTile;
                 const int ci = lane % kTile;
-                T mine = T(0);
-#pragma unroll
-                for (int i = 0; i < kTile; ++i) {
-#pragma unroll
-                    for (int c = 0; c < kTile; ++c) mine = (i == bi && c == ci) ? sums[i][c] : mine;
-                }
+                const T mine = rnn_xp::tile_element(sums, lane);
                 if (lane < kTile * kTile && b_local + bi < tile_rows && c_local + ci < cols) {
                     const int b = b0 + b_local + bi;
                     const size_t at = static_cast<size_t>(b) * hidden + col0 + c_local + ci;

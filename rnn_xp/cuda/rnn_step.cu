@@ -26,12 +26,7 @@ __global__ void __launch_bounds__(256) rnn_forward_step(T* states, const T* prev
                      weight + static_cast<size_t>(row_local) * hidden, rows, hidden, hidden, lane, sums);
     const int bi = lane / kTile;
     const int ri = lane % kTile;
-    T mine = T(0);
-#pragma unroll
-    for (int i = 0; i < kTile; ++i) {
-#pragma unroll
-        for (int r = 0; r < kTile; ++r) mine = (i == bi && r == ri) ? sums[i][r] : mine;
-    }
+    const T mine = rnn_xp::tile_element(sums, lane);
     if (lane < kTile * kTile && bi < tile_rows && ri < rows) {
         const int b = b_local + bi;
         const int j = row_local + ri;
@@ -94,12 +89,7 @@ __global__ void __launch_bounds__(256) rnn_backward_step(const T* __restrict__ g
     }
     const int bi = lane / kTile;
     const int ci = lane % kTile;
-    T mine = T(0);
-#pragma unroll
-    for (int i = 0; i < kTile; ++i) {
-#pragma unroll
-        for (int c = 0; c < kTile; ++c) mine = (i == bi && c == ci) ? sums[i][c] : mine;
-    }
+    const T mine = rnn_xp::tile_element(sums, lane);
     if (lane < kTile * kTile && bi < tile_rows && ci < cols) {
         const int b = b_local + bi;
         const size_t at = static_cast<size_t>(b) * hidden + col_local + ci;
