@@ -14,6 +14,7 @@ class Backend(enum.Enum):
     NUMPY = "numpy"
     ARRAY_API_STRICT = "array_api_strict"
     TORCH = "torch"
+    JAX = "jax"
     CUPY = "cupy"
 
 
@@ -38,7 +39,7 @@ def pytest_collection_modifyitems(config: Any, items: list[Any]) -> None:
 
 @pytest.fixture(params=list(Backend), ids=[b.value for b in Backend])
 def xp(request: Any) -> Any:
-    """An array-api-compat namespace (array_api_strict as itself); skips backends that are absent."""
+    """An array-api-compat namespace (array_api_strict and jax.numpy as themselves); skips absent backends."""
     backend: Backend = request.param
     if backend is Backend.CUPY:
         if not HAVE_GPU:
@@ -50,6 +51,10 @@ def xp(request: Any) -> Any:
     if backend is Backend.TORCH:
         pytest.importorskip("torch")
         return importlib.import_module("array_api_compat.torch")
+    if backend is Backend.JAX:
+        jax = pytest.importorskip("jax")
+        jax.config.update("jax_enable_x64", True)  # the parity tests are float64
+        return importlib.import_module("jax.numpy")
     return importlib.import_module("array_api_compat.numpy")
 
 
