@@ -125,7 +125,7 @@ def _info(options: argparse.Namespace) -> int:
 def _bench(options: argparse.Namespace) -> int:
     from rnn_xp.benchmark import plots, results
     from rnn_xp.benchmark.machine import cpu_model, gpus
-    from rnn_xp.benchmark.sweep import ALL_PEERS, FULL, QUICK, SweepConfig, run_sweep
+    from rnn_xp.benchmark.sweep import ALL_PEERS, CUDA_EXTRA, FULL, QUICK, SweepConfig, run_sweep
 
     peers = [p.strip() for p in options.peers.split(",") if p.strip()]
     unknown = [p for p in peers if p not in ALL_PEERS]
@@ -142,6 +142,7 @@ def _bench(options: argparse.Namespace) -> int:
         devices = ["cpu"]
         print("rnn-xp bench: no GPU found; measuring the CPU only", file=sys.stderr)
     sizes = QUICK if options.quick else FULL
+    default_grid = not (options.quick or options.seq_lens or options.batches or options.hidden)
     config = SweepConfig(
         devices=devices,
         seq_lens=options.seq_lens or sizes["seq_lens"],
@@ -153,6 +154,7 @@ def _bench(options: argparse.Namespace) -> int:
         directions=("fwd", "train") if options.direction == "both" else (options.direction,),
         quick=options.quick,
         max_seconds=options.max_seconds if options.max_seconds is not None else (0.5 if options.quick else 2.0),
+        extra_cases=CUDA_EXTRA if default_grid and devices == ["cuda"] else (),
     )
     hardware = present[0]["name"] if "cuda" in devices else cpu_model()
     stem = options.name or f"{_slug(hardware)}-{'quick' if options.quick else 'full'}"

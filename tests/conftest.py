@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import enum
 import importlib
+import importlib.util
+import os
 from typing import Any
 
 import numpy as np
@@ -28,6 +30,27 @@ def gpu_available() -> bool:
 
 
 HAVE_GPU = gpu_available()
+# Set on a GPU machine (tools/gpu_session.sh): a GPU test that would skip fails instead, so a run in which CuPy,
+# the device or torch with CUDA is missing cannot pass by skipping everything.
+REQUIRE_GPU = os.environ.get("RNN_XP_REQUIRE_GPU", "") == "1"
+
+
+def pytest_sessionstart(session: Any) -> None:
+    if not REQUIRE_GPU:
+        return
+    problems = [] if HAVE_GPU else ["CuPy sees no CUDA device"]
+    try:
+        import torch
+
+        if not torch.cuda.is_available():
+            problems.append("torch has no CUDA device")
+    except ImportError:
+        problems.append("torch is not installed")
+    if importlib.util.find_spec("array_api_compat") is None:
+        problems.append("array-api-compat is not installed")
+    if problems:
+        msg = f"RNN_XP_REQUIRE_GPU=1 but {'; '.join(problems)}"
+        raise pytest.UsageError(msg)
 
 
 def pytest_collection_modifyitems(config: Any, items: list[Any]) -> None:
@@ -37,14 +60,30 @@ def pytest_collection_modifyitems(config: Any, items: list[Any]) -> None:
             item.add_marker(skip_gpu)
 
 
-@pytest.fixture(params=list(Backend), ids=[b.value for b in Backend])
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: Any, call: Any) -> Any:
+    """Under RNN_XP_REQUIRE_GPU=1 a skipped GPU test is a failure (it would hide a missing dependency)."""
+    outcome = yield
+    report = outcome.get_result()
+    if REQUIRE_GPU and report.skipped and item.get_closest_marker("gpu") is not None:
+        report.outcome = "failed"
+        report.longrepr = f"GPU test skipped under RNN_XP_REQUIRE_GPU=1: {report.longrepr}"
+
+
+# The cupy parameter carries the gpu marker from collection on, so `pytest -m gpu` selects it.
+_BACKEND_PARAMS = [
+    pytest.param(b, id=b.value, marks=pytest.mark.gpu) if b is Backend.CUPY else pytest.param(b, id=b.value)
+    for b in Backend
+]
+
+
+@pytest.fixture(params=_BACKEND_PARAMS)
 def xp(request: Any) -> Any:
     """An array-api-compat namespace (array_api_strict and jax.numpy as themselves); skips absent backends."""
     backend: Backend = request.param
     if backend is Backend.CUPY:
         if not HAVE_GPU:
             pytest.skip("cupy backend needs an NVIDIA GPU with CuPy; none on this machine")
-        request.applymarker(pytest.mark.gpu)
         return importlib.import_module("array_api_compat.cupy")
     if backend is Backend.ARRAY_API_STRICT:
         return pytest.importorskip("array_api_strict")

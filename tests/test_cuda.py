@@ -48,21 +48,35 @@ def test_cuda_sources_compile_with_nvrtc_as_cupy_will() -> None:
         pytest.skip("libnvrtc is not installed (pip install nvidia-cuda-nvrtc)")
     result = subprocess.run([sys.executable, str(tool)], capture_output=True, text=True, check=False)
     assert result.returncode == 0, result.stdout + result.stderr
-    assert result.stdout.count("ok ") == 4, result.stdout
+    assert result.stdout.count("ok ") == 4 and "FAIL" not in result.stdout, result.stdout
 
 
 def test_persistent_plan_fits_the_design_sizes_on_an_h100() -> None:
     for directions in (1, 2):
         for hidden in (1, 31, 32, 33, 128, 512, 1024):
-            plan = _launch.persistent_plan(**H100, directions=directions, hidden=hidden, batch=256, itemsize=4)
-            assert plan is not None, (directions, hidden)
-            assert plan.grid <= H100["sm_count"]
-            assert plan.grid % directions == 0
-            blocks = plan.grid // directions
-            assert blocks * plan.rows_per_block >= hidden > (blocks - 1) * plan.rows_per_block
-            assert plan.shared_bytes == (plan.rows_per_block + plan.batch_tile) * hidden * 4
-            assert plan.shared_bytes <= H100["shared_optin"]
-            assert plan.batch_tile in range(1, 257)
+            for batch in (1, 7, 64, 256):
+                plan = _launch.persistent_plan(**H100, directions=directions, hidden=hidden, batch=batch, itemsize=4)
+                assert plan is not None, (directions, hidden, batch)
+                assert plan.grid == directions * plan.row_blocks * plan.batch_groups <= H100["sm_count"]
+                assert plan.rows == 128 // plan.lane_split and plan.batch_tile == plan.lane_tile * plan.lane_split
+                assert plan.row_blocks * plan.rows >= hidden > (plan.row_blocks - 1) * plan.rows
+                tiles = plan.batch_groups * plan.tiles_per_group
+                assert tiles * plan.batch_tile >= batch > (tiles - plan.tiles_per_group) * plan.batch_tile
+                assert plan.padded >= hidden and plan.padded % (_launch.WARPS * 4) == 0
+                assert plan.shared_bytes <= H100["shared_optin"]
+
+
+def test_persistent_plan_prefers_one_block_per_group_when_it_fits() -> None:
+    """H=128, B=1 fits one block: no inter-block waits; H=1024, B=64 spreads over most of the SMs."""
+    small = _launch.persistent_plan(**H100, directions=1, hidden=128, batch=1, itemsize=4)
+    assert small is not None and small.row_blocks == 1 and small.tiles_per_group == 1
+    large = _launch.persistent_plan(**H100, directions=1, hidden=1024, batch=64, itemsize=4)
+    assert large is not None and large.grid >= 100
+
+
+def test_shared_bytes_counts_every_buffer() -> None:
+    size = _launch.shared_bytes(rows=32, batch_tile=16, tiles_per_group=2, padded=1024, itemsize=4)
+    assert size == ((32 + 16) * 1028 + 8 * 16 * 32 + 2 * 16 * 32) * 4
 
 
 def test_largest_persistent_hidden_is_the_boundary() -> None:
@@ -79,8 +93,8 @@ def test_largest_persistent_hidden_is_the_boundary() -> None:
 
 def test_step_grid_covers_every_output() -> None:
     for hidden, batch in ((1, 1), (33, 7), (4096, 256)):
-        gx, gy = _launch.step_grid(hidden=hidden, batch=batch)
-        assert gx * _launch.TILE * _launch.WARPS >= hidden and gy * _launch.TILE >= batch
+        (blocks,) = _launch.step_grid(hidden=hidden, batch=batch)
+        assert blocks * _launch.STEP_THREADS >= hidden * batch > (blocks - 1) * _launch.STEP_THREADS
 
 
 def test_force_generic_environment_variable_is_read_at_import() -> None:
@@ -208,16 +222,24 @@ def test_single_step_sequence(dtype: str) -> None:
 
 @pytest.mark.gpu
 @pytest.mark.parametrize("past", [0, 1])
-def test_kernels_at_the_persistent_limit(past: int) -> None:
+@pytest.mark.parametrize(("bidirectional", "dtype"), [(False, "float32"), (True, "float32"), (True, "float64")])
+def test_kernels_at_the_persistent_limit(past: int, bidirectional: bool, dtype: str) -> None:
     """At the largest H the persistent kernel takes, and one past it (the per-step kernels)."""
-    hidden = _persistent_limit(1, 4) + past
-    _compare_sizes(3, 2, hidden, bidirectional=False, dtype="float32", rtol=1e-5)
+    hidden = _persistent_limit(2 if bidirectional else 1, np.dtype(dtype).itemsize) + past
+    _compare_sizes(3, 2, hidden, bidirectional=bidirectional, dtype=dtype, rtol=1e-5 if dtype == "float32" else 1e-10)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("batch", [1, 5, 8, 9, 63, 64, 65, 300])
+def test_kernels_around_batch_tile_limits(batch: int) -> None:
+    """Batches around the kernels' batch tiles (multiples of 4 and 8, and one past), at a mid-size H."""
+    _compare_sizes(4, batch, 96, bidirectional=True, dtype="float64", rtol=1e-10)
 
 
 @pytest.mark.gpu
 @pytest.mark.parametrize("hidden", [1, 33, 256])
 @pytest.mark.parametrize("bidirectional", [False, True])
-def test_step_kernels_on_small_sizes(hidden: int, bidirectional: bool, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_step_path_on_small_sizes(hidden: int, bidirectional: bool, monkeypatch: pytest.MonkeyPatch) -> None:
     from rnn_xp.cuda import recurrence
 
     monkeypatch.setattr(recurrence, "_FORCE_STEP_KERNELS", True)
@@ -261,6 +283,30 @@ def test_kernels_are_deterministic() -> None:
     np.testing.assert_array_equal(grads[0][0], grads[1][0])
     for name in grads[0][1]:
         np.testing.assert_array_equal(grads[0][1][name], grads[1][1][name])
+
+
+_DETERMINISM_SCRIPT = """
+import hashlib, numpy as np, cupy, rnn_xp
+rnn = rnn_xp.RNN(32, 512, num_layers=2, bidirectional=True, device="cuda", seed=0)
+x = cupy.asarray(np.random.default_rng(0).standard_normal((64, 16, 32)).astype(np.float32))
+out, _ = rnn(x, lengths=list(range(49, 65)))
+grad_x, _ = rnn.backward(cupy.ones_like(out))
+digest = hashlib.sha256(cupy.asnumpy(grad_x).tobytes())
+for name in sorted(rnn.grads):
+    digest.update(cupy.asnumpy(rnn.grads[name]).tobytes())
+print(digest.hexdigest())
+"""
+
+
+@pytest.mark.gpu
+def test_gradients_are_bit_identical_across_processes() -> None:
+    """Two separate processes (fresh compile caches, fresh allocations) give byte-equal gradients."""
+    digests = [
+        subprocess.run([sys.executable, "-c", _DETERMINISM_SCRIPT], capture_output=True, text=True, check=True)
+        .stdout.strip()
+        for _ in range(2)
+    ]
+    assert len(digests[0]) == 64 and digests[0] == digests[1], digests
 
 
 @pytest.mark.gpu

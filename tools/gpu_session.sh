@@ -1,32 +1,55 @@
 #!/usr/bin/env bash
-# Everything GPU-related in one call on a lent GPU machine; results under $OUT (at most 7 files come back).
+# Everything GPU-related in one call on a lent GPU machine; results packed into $OUT/gpu-session.tgz.
 #
 # On the development machine first:  ../shared/tools/gpu-wheels.sh     (array-api-compat/-strict into .whl/)
-# Then one device run, carry [".whl"], command:   bash tools/gpu_session.sh all 0.5
-#   mode: tests | bench | all      seconds: timing budget per implementation and row of the sweep (default 0.5;
-#   the full CUDA sweep is 36 cases x fwd/train x 3 implementations, so 0.5 s keeps it within one 10-minute call)
-# Writes: info.json, gpu-tests.log, and the sweep's <gpu>-cuda.{json,md} plus its three PNGs.
+# Then one device run, carry [".whl"], command:   bash tools/gpu_session.sh all 0.3
+#   mode: tests | bench | probe | all      seconds: timing budget per implementation and row of the sweep
+# Writes (inside the archive): info.json, gpu-tests.log/.xml, the sweep's <gpu>-cuda.{json,md} and PNGs,
+# the probes' JSON and the Nsight Compute report of the persistent kernels at H=512, B=64.
+# Exit status: non-zero if any GPU test failed, or if any would have skipped (RNN_XP_REQUIRE_GPU=1 turns a
+# skipped GPU test into a failure, and a missing CuPy/device/torch-with-CUDA into a usage error).
 set -uo pipefail
 mode=${1:-all}
-seconds=${2:-0.5}
+seconds=${2:-0.3}
 out=${OUT:-/tmp/rnn-xp-gpu}
-mkdir -p "$out"
-export PYTHONUNBUFFERED=1
+work=/tmp/rnn-xp-gpu-session
+rm -rf "$work"; mkdir -p "$work" "$out"
+export PYTHONUNBUFFERED=1 RNN_XP_REQUIRE_GPU=1
 if ls .whl/*.whl >/dev/null 2>&1; then
     python3 -m pip install -q --no-index --no-deps --no-compile --target "$HOME/site" .whl/*.whl || exit 1
     export PYTHONPATH="$HOME/site:$PWD"
 else
     export PYTHONPATH="$PWD"
 fi
-python3 -m rnn_xp info --json > "$out/info.json"
+nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.mem,temperature.gpu --format=csv | tee "$work/nvidia-smi.txt"
+python3 -m rnn_xp info --json > "$work/info.json"
 python3 -m rnn_xp info
 status=0
+pack() { tar -czf "$out/gpu-session.tgz" -C "$work" . ; }
+trap pack EXIT
 if [ "$mode" = tests ] || [ "$mode" = all ]; then
-    python3 -m pytest -q -m gpu tests/ -p no:cacheprovider -rfE 2>&1 | tee "$out/gpu-tests.log"
+    timeout -k 10 -s INT "${TESTS_LIMIT:-400}" python3 -m pytest -q -m gpu tests/ -p no:cacheprovider -rfE \
+        --timeout=120 --timeout-method=thread --junitxml="$work/gpu-tests.xml" 2>&1 \
+        | tee "$work/gpu-tests.log" | grep -vE '^\.+ *\[' 
     status=${PIPESTATUS[0]}
+    tail -n 3 "$work/gpu-tests.log"
+fi
+if [ "$mode" = probe ] || [ "$mode" = all ]; then
+    timeout -s INT "${PROBE_LIMIT:-150}" python3 bench/gpu_probe.py latency --out "$work" || status=1
+    timeout -s INT "${PROBE_LIMIT:-150}" python3 bench/gpu_probe.py crossover --out "$work" || status=1
+    if command -v ncu >/dev/null; then
+        timeout "${NCU_LIMIT:-120}" ncu --clock-control none --kernel-name regex:persistent --launch-skip 1 --launch-count 2 --set full \
+            -o "$work/ncu-persistent-H512-B64" python3 bench/gpu_probe.py ncu-target --hidden 512 --batch 64 \
+            > "$work/ncu.log" 2>&1 || echo "ncu failed (see ncu.log)"
+        ncu --import "$work/ncu-persistent-H512-B64.ncu-rep" --page details > "$work/ncu-details.txt" 2>&1
+        grep -E "Duration|Throughput|Stall|Warp Cycles|Registers|Achieved Occupancy|L2 Hit|Bank" \
+            "$work/ncu-details.txt" | head -n 60
+    fi
 fi
 if [ "$mode" = bench ] || [ "$mode" = all ]; then
     name=$(python3 -c "import cupy, re; n = cupy.cuda.runtime.getDeviceProperties(0)['name']; n = n.decode() if isinstance(n, bytes) else n; print(re.sub(r'[^a-z0-9]+', '-', n.lower()).strip('-'))")
-    python3 -m rnn_xp bench --device cuda --max-seconds "$seconds" --out "$out" --name "${name}-cuda" || status=1
+    # SIGINT at the limit: the sweep keeps (and writes) the rows it finished.
+    timeout -k 10 -s INT "${BENCH_LIMIT:-540}" python3 -m rnn_xp bench --device cuda --max-seconds "$seconds" \
+        --out "$work" --name "${name}-cuda" ${BENCH_ARGS:-} || status=1
 fi
 exit "$status"

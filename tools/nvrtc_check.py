@@ -17,9 +17,18 @@ import sys
 from pathlib import Path
 
 CUDA_DIR = Path(__file__).resolve().parents[1] / "rnn_xp" / "cuda"
+sys.path.insert(0, str(CUDA_DIR.parents[1]))
+from rnn_xp.cuda._launch import LANE_SPLITS, LANE_TILES  # noqa: E402
+
+# Every (TB, LB) pair the launch plans can pick, for both kernels.
+_PERSISTENT_ARGS = [f"{tb}, {lb}" for tb in LANE_TILES for lb in LANE_SPLITS]
 SOURCES = {
-    "rnn_persistent.cu": ["rnn_forward_persistent", "rnn_backward_persistent"],
-    "rnn_step.cu": ["rnn_forward_step", "rnn_backward_step"],
+    "rnn_persistent.cu": [
+        f"{kernel}<{{ctype}}, {args}>"
+        for kernel in ("rnn_forward_persistent", "rnn_backward_persistent")
+        for args in _PERSISTENT_ARGS
+    ],
+    "rnn_step.cu": ["rnn_forward_step<{ctype}>", "rnn_backward_step<{ctype}>"],
 }
 
 
@@ -41,7 +50,7 @@ def compile_source(lib: ctypes.CDLL, source: str, kernels: list[str], arch: str)
         return False, f"nvrtcCreateProgram failed ({status})"
     for kernel in kernels:
         for ctype in ("float", "double"):
-            lib.nvrtcAddNameExpression(program, f"{kernel}<{ctype}>".encode())
+            lib.nvrtcAddNameExpression(program, kernel.format(ctype=ctype).encode())
     include = "/usr/local/cuda/include"
     options = [b"-std=c++17", f"-I{CUDA_DIR}".encode(), f"--gpu-architecture={arch}".encode(), b"-default-device"]
     # CuPy puts the CUDA headers and its bundled CCCL (libcu++) on NVRTC's include path; do the same.

@@ -8,7 +8,7 @@ from typing import Any
 
 @dataclass(frozen=True)
 class Case:
-    """seq_len T, batch B, input_size I, hidden_size H, num_layers L, bidirectional."""
+    """seq_len T, batch B, input_size I, hidden_size H, num_layers L, bidirectional, variable lengths."""
 
     seq_len: int
     batch: int
@@ -16,6 +16,13 @@ class Case:
     hidden: int
     num_layers: int = 1
     bidirectional: bool = False
+    with_lengths: bool = False
+
+    def lengths(self) -> list[int] | None:
+        """With ``with_lengths``: lengths spread evenly from T down to T/2 over the batch (else None)."""
+        if not self.with_lengths:
+            return None
+        return [self.seq_len - (self.seq_len // 2) * b // max(1, self.batch) for b in range(self.batch)]
 
     @property
     def directions(self) -> int:
@@ -25,6 +32,7 @@ class Case:
     def label(self) -> str:
         extra = f"-L{self.num_layers}" if self.num_layers > 1 else ""
         extra += "-bi" if self.bidirectional else ""
+        extra += "-len" if self.with_lengths else ""
         return f"T{self.seq_len}-B{self.batch}-I{self.input_size}-H{self.hidden}{extra}"
 
     def forward_flops(self) -> float:

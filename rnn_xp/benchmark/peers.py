@@ -75,14 +75,15 @@ class RnnXp(Peer):
         self.rnn.load_state_dict(weights)
         xp = self.rnn.xp
         self.x, self.grad_out = xp.asarray(x), xp.asarray(grad_out)
+        self.lengths = case.lengths()
 
     def forward(self) -> None:
         with _generic_path(self.generic):
-            self._out, _ = self.rnn(self.x)
+            self._out, _ = self.rnn(self.x, lengths=self.lengths)
 
     def train_step(self) -> None:
         with _generic_path(self.generic):
-            self.rnn(self.x)
+            self.rnn(self.x, lengths=self.lengths)
             self.rnn.backward(self.grad_out)
 
     def output(self) -> np.ndarray:
@@ -132,15 +133,25 @@ class Torch(Peer):
         self.x = torch.from_numpy(x).to(self.device)
         self.x_grad = self.x.clone().requires_grad_(True)
         self.grad_out = torch.from_numpy(grad_out).to(self.device)
+        lengths = case.lengths()
+        self.lengths = None if lengths is None else torch.tensor(lengths, dtype=torch.int64)
+
+    def _run(self, x: Any) -> Any:
+        """torch.nn.RNN on ``x``; with lengths, through a packed sequence and back to zero-padded outputs."""
+        if self.lengths is None:
+            return self.rnn(x)[0]
+        utils = self.torch.nn.utils.rnn
+        packed = utils.pack_padded_sequence(x, self.lengths, enforce_sorted=False)
+        return utils.pad_packed_sequence(self.rnn(packed)[0], total_length=x.shape[0])[0]
 
     def forward(self) -> None:
         with self.torch.no_grad():
-            self._out, _ = self.rnn(self.x)
+            self._out = self._run(self.x)
 
     def train_step(self) -> None:
         self.rnn.zero_grad(set_to_none=True)
         self.x_grad.grad = None
-        out, _ = self.rnn(self.x_grad)
+        out = self._run(self.x_grad)
         out.backward(self.grad_out)
 
     def output(self) -> np.ndarray:
@@ -161,8 +172,8 @@ class NumpyLoop(Peer):
     name = "numpy-loop"
 
     def unavailable(self, case: Case) -> str | None:
-        if case.num_layers != 1 or case.bidirectional:
-            return "the tutorial loop covers one layer, one direction"
+        if case.num_layers != 1 or case.bidirectional or case.with_lengths:
+            return "the tutorial loop covers one layer, one direction, full lengths"
         return None
 
     def setup(self, case: Case, weights: dict[str, np.ndarray], x: np.ndarray, grad_out: np.ndarray) -> None:

@@ -25,6 +25,14 @@ PEERS_BY_DEVICE = {"cpu": ("torch", "numpy-loop"), "cuda": ("torch-cudnn", "rnn_
 ALL_PEERS = ("torch", "numpy-loop", "torch-cudnn", "rnn_xp-generic")
 QUICK = {"seq_lens": (16, 64, 256), "batches": (1, 16, 64), "hidden": (64, 256)}
 FULL = {"seq_lens": (64, 256, 1024), "batches": (1, 8, 64, 256), "hidden": (128, 512, 1024)}
+# Rows the full GPU sweep adds to the grid: stacked, bidirectional and variable-length layers, and hidden sizes past
+# the persistent kernel's on-chip limit.
+CUDA_EXTRA = tuple(
+    [Case(256, b, 64, 512, num_layers=2) for b in (8, 64)]
+    + [Case(256, b, 64, 512, bidirectional=True) for b in (8, 64)]
+    + [Case(256, b, 64, 512, with_lengths=True) for b in (8, 64)]
+    + [Case(256, b, 64, h) for h in (2048, 4096) for b in (1, 8, 64, 256)]
+)
 
 
 @dataclass
@@ -202,7 +210,8 @@ def _measure_case(
             synchronize={p.name: p.synchronize for p in runnable},
             timers={p.name: p.timer() for p in runnable},
             rounds=2 if quick else 4,
-            pause=0.02 if quick else 0.25,
+            # The pause lets a CPU library's worker threads go idle; GPU peers need none.
+            pause=0.02 if quick or device == "cuda" else 0.25,
             min_per_block=1 if quick else 2,
             max_seconds=config.max_seconds,
         )

@@ -1,4 +1,4 @@
-"""Compile the .cu sources with NVRTC through CuPy, lazily, once per process (CuPy caches per device)."""
+"""Compile the .cu sources with NVRTC through CuPy, lazily, one module per kernel instance (CuPy caches on disk)."""
 
 from __future__ import annotations
 
@@ -8,39 +8,50 @@ from typing import Any
 
 SOURCE_DIR = Path(__file__).resolve().parent
 
+SOURCES = {
+    "rnn_forward_persistent": "rnn_persistent.cu",
+    "rnn_backward_persistent": "rnn_persistent.cu",
+    "rnn_forward_step": "rnn_step.cu",
+    "rnn_backward_step": "rnn_step.cu",
+}
 PERSISTENT_KERNELS = ("rnn_forward_persistent", "rnn_backward_persistent")
-STEP_KERNELS = ("rnn_forward_step", "rnn_backward_step")
 TYPES = {"float32": "float", "float64": "double"}
 
 
+def name_expression(name: str, dtype: Any, template_args: tuple[int, ...] = ()) -> str:
+    """``name<float|double[, args...]>``, as the kernel is instantiated in C++."""
+    return f"{name}<{', '.join([TYPES[str(dtype)], *map(str, template_args)])}>"
+
+
 @functools.cache
-def _module(filename: str, cooperative: bool, kernels: tuple[str, ...]) -> Any:
+def _module(filename: str, expression: str, cooperative: bool) -> Any:
     import cupy
 
     return cupy.RawModule(
         code=(SOURCE_DIR / filename).read_text(),
         options=("-std=c++17", f"-I{SOURCE_DIR}"),
-        name_expressions=[f"{kernel}<{ctype}>" for kernel in kernels for ctype in TYPES.values()],
+        name_expressions=[expression],
         enable_cooperative_groups=cooperative,
     )
 
 
-def kernel(name: str, dtype: Any) -> Any:
-    """The compiled ``name<float|double>`` RawKernel for ``dtype`` (compiled on first use)."""
-    ctype = TYPES[str(dtype)]
-    if name in PERSISTENT_KERNELS:
-        module = _module("rnn_persistent.cu", True, PERSISTENT_KERNELS)
-    else:
-        module = _module("rnn_step.cu", False, STEP_KERNELS)
-    return module.get_function(f"{name}<{ctype}>")
+def kernel(name: str, dtype: Any, template_args: tuple[int, ...] = ()) -> Any:
+    """The compiled RawKernel ``name<dtype, template_args...>`` (compiled on first use).
+
+    Persistent kernels are launched cooperatively: the launch then fails, rather than deadlocks, if the grid's
+    blocks cannot all be resident at once (their groups wait for each other).
+    """
+    expression = name_expression(name, dtype, template_args)
+    module = _module(SOURCES[name], expression, name in PERSISTENT_KERNELS)
+    return module.get_function(expression)
 
 
-_shared_set: dict[tuple[int, str, str], int] = {}
+_shared_set: dict[tuple[int, str], int] = {}
 
 
-def ensure_shared_memory(function: Any, name: str, dtype: Any, device_id: int, shared_bytes: int) -> None:
+def ensure_shared_memory(function: Any, expression: str, device_id: int, shared_bytes: int) -> None:
     """Raise the kernel's dynamic shared-memory limit (default 48 KiB) when a launch needs more."""
-    key = (device_id, name, str(dtype))
+    key = (device_id, expression)
     if shared_bytes > 48 * 1024 and _shared_set.get(key, 0) < shared_bytes:
         function.max_dynamic_shared_size_bytes = shared_bytes
         _shared_set[key] = shared_bytes

@@ -1,8 +1,8 @@
 """The CuPy time loop: fused RawKernels behind the interface of :mod:`rnn_xp.functional._recurrence`.
 
-- persistent cooperative kernels (one launch per layer, both directions) when W_hh fits in the SMs' shared
-  memory (see :func:`rnn_xp.cuda._launch.persistent_plan`);
-- otherwise fused per-step kernels, one launch per step and direction.
+- persistent kernels (one launch per layer, both directions) when W_hh fits in the SMs' shared memory (see
+  :func:`rnn_xp.cuda._launch.persistent_plan` and ``rnn_persistent.cu``);
+- otherwise, per step and direction, one cuBLAS GEMM for the recurrent product and one fused epilogue kernel.
 
 The input projection and the weight gradients stay cuBLAS GEMMs in :mod:`rnn_xp.functional._core`. Truncated BPTT
 is routed to the generic loop by :func:`rnn_xp._backend.recurrence_for`. This module is the only one that calls
@@ -11,6 +11,7 @@ CuPy kernels; it checks what CuPy does not (dtype, shape, contiguity, device) be
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import numpy as np
@@ -19,7 +20,7 @@ from rnn_xp.cuda import _launch, _module
 
 _I32 = np.int32
 
-# Tests flip this to run the per-step kernels on sizes the persistent kernel would take.
+# Tests flip this to run the per-step path on sizes the persistent kernels would take.
 _FORCE_STEP_KERNELS = False
 
 
@@ -86,21 +87,25 @@ def _forward_layer(
             "rnn_forward_persistent", dtype, plan,
             states[0], states[second], bias_arrays[0], bias_arrays[second], _I32(has_bias),
             weights[0], weights[second], h0s[0], h0s[second], lengths, has_lengths,
-            _I32(steps), _I32(batch), _I32(hidden), _I32(directions), _I32(plan.rows_per_block),
-            _I32(plan.batch_tile), relu,
+            cupy.zeros(directions * plan.batch_groups, dtype=cupy.uint32), *_plan_args(plan, steps, batch, hidden),
+            relu,
         )
         return states
+    # Past the on-chip limit: per step one cuBLAS GEMM for h_{t-1} W_hh^T, then one fused epilogue.
     function = _module.kernel("rnn_forward_step", dtype)
-    grid = _launch.step_grid(hidden=hidden, batch=batch)
+    grid = _launch.step_grid(batch=batch, hidden=hidden)
+    recurrent = cupy.empty((batch, hidden), dtype=dtype)
     for direction in range(directions):
         order = range(steps) if direction == 0 else range(steps - 1, -1, -1)
         previous = h0s[direction]
+        weight_t = weights[direction].T
         for t in order:
+            cupy.matmul(previous, weight_t, out=recurrent)
             function(
                 grid,
-                (_launch.THREADS,),
+                (_launch.STEP_THREADS,),
                 (
-                    states[direction], previous, bias_arrays[direction], _I32(has_bias), weights[direction],
+                    states[direction], recurrent, previous, bias_arrays[direction], _I32(has_bias),
                     lengths, has_lengths, _I32(t), _I32(batch), _I32(hidden), relu,
                 ),
             )
@@ -127,61 +132,79 @@ def _backward_layer(
     lengths, has_lengths = _lengths(mask, batch)
     relu = _I32(nonlinearity == "relu")
     grad_preacts = [cupy.empty((steps, batch, hidden), dtype=dtype) for _ in range(directions)]
-    carry = cupy.zeros((2, directions, batch, hidden), dtype=dtype)
-    for direction, grad_h_n in enumerate(grad_h_ns):
-        if grad_h_n is not None:
-            carry[0, direction] = _checked(grad_h_n, "grad_h_n", (batch, hidden), dtype)
+    # The carried gradient d loss / d h_t, starting from grad_h_n; it ends as grad_h0.
+    carries = [
+        cupy.zeros((batch, hidden), dtype=dtype) if g is None
+        else cupy.array(_checked(g, "grad_h_n", (batch, hidden), dtype), copy=True, order="C")
+        for g in grad_h_ns
+    ]
     plan = _plan(directions, hidden, batch, dtype)
     if plan is not None:
         second = 1 if directions == 2 else 0
+        grad_h0s = [cupy.empty((batch, hidden), dtype=dtype) for _ in range(directions)]
         _launch_persistent(
             "rnn_backward_persistent", dtype, plan,
-            grads_in[0], grads_in[second], states[0], states[second], weights[0], weights[second], carry,
-            grad_preacts[0], grad_preacts[second], lengths, has_lengths, _I32(steps), _I32(batch),
-            _I32(hidden), _I32(directions), _I32(plan.rows_per_block), _I32(plan.batch_tile), relu,
+            grads_in[0], grads_in[second], states[0], states[second], weights[0], weights[second],
+            carries[0], carries[second], grad_preacts[0], grad_preacts[second], grad_h0s[0], grad_h0s[second],
+            lengths, has_lengths, cupy.zeros(directions * plan.batch_groups, dtype=cupy.uint32),
+            *_plan_args(plan, steps, batch, hidden), relu,
         )
-        final = carry[steps % 2]
-        return grad_preacts, [final[d] for d in range(directions)]
+        return grad_preacts, grad_h0s
+    # Past the on-chip limit: per step one cuBLAS GEMM for g_t W_hh, then one fused epilogue.
     function = _module.kernel("rnn_backward_step", dtype)
-    grid = _launch.step_grid(hidden=hidden, batch=batch)
-    grad_h0s = []
+    grid = _launch.step_grid(batch=batch, hidden=hidden)
+    product = cupy.empty((batch, hidden), dtype=dtype)
     for direction in range(directions):
-        order = range(steps - 1, -1, -1) if direction == 0 else range(steps)
-        old, new = carry[0, direction], carry[1, direction]
-        for t in order:
+        order = list(range(steps - 1, -1, -1) if direction == 0 else range(steps))
+        common = (grads_in[direction], states[direction], product, carries[direction], grad_preacts[direction],
+                  lengths, has_lengths)
+        sizes = (_I32(batch), _I32(hidden), relu)
+        function(grid, (_launch.STEP_THREADS,), (*common, _I32(0), _I32(order[0]), _I32(1), _I32(order[0]), *sizes))
+        for index, t in enumerate(order):
+            cupy.matmul(grad_preacts[direction][t], weights[direction], out=product)
+            has_next = index + 1 < len(order)
+            following = order[index + 1] if has_next else t
             function(
-                grid,
-                (_launch.THREADS,),
-                (
-                    grads_in[direction], states[direction], weights[direction], old, new, grad_preacts[direction],
-                    lengths, has_lengths, _I32(t), _I32(batch), _I32(hidden), relu,
-                ),
+                grid, (_launch.STEP_THREADS,),
+                (*common, _I32(1), _I32(t), _I32(has_next), _I32(following), *sizes),
             )
-            old, new = new, old
-        grad_h0s.append(old)
-    return grad_preacts, grad_h0s
+    return grad_preacts, carries
+
+
+def _plan_args(plan: _launch.PersistentPlan, steps: int, batch: int, hidden: int) -> tuple[Any, ...]:
+    """The sizes and split that both persistent kernels take after their counters."""
+    return (
+        _I32(steps), _I32(batch), _I32(hidden), _I32(plan.padded), _I32(plan.row_blocks), _I32(plan.batch_groups),
+        _I32(plan.tiles_per_group),
+    )
 
 
 def _launch_persistent(name: str, dtype: Any, plan: _launch.PersistentPlan, *args: Any) -> None:
-    """One cooperative launch of ``name<dtype>``: one block per SM, the plan's dynamic shared memory."""
-    function = _module.kernel(name, dtype)
-    _module.ensure_shared_memory(function, name, dtype, _device_id(), plan.shared_bytes)
+    """One cooperative launch of ``name<dtype, TB, LB>``: the plan's grid and dynamic shared memory."""
+    function = _module.kernel(name, dtype, plan.template_args)
+    expression = _module.name_expression(name, dtype, plan.template_args)
+    _module.ensure_shared_memory(function, expression, _device_id(), plan.shared_bytes)
     function((plan.grid,), (_launch.THREADS,), args, shared_mem=plan.shared_bytes)
 
 
 def _plan(directions: int, hidden: int, batch: int, dtype: Any) -> _launch.PersistentPlan | None:
-    import cupy
-
     if _FORCE_STEP_KERNELS:
         return None
-    attributes = cupy.cuda.Device().attributes
+    return _cached_plan(_device_id(), directions, hidden, batch, int(np.dtype(str(dtype)).itemsize))
+
+
+@functools.lru_cache(maxsize=1024)
+def _cached_plan(device_id: int, directions: int, hidden: int, batch: int, itemsize: int) -> Any:
+    import cupy
+
+    attributes = cupy.cuda.Device(device_id).attributes
     return _launch.persistent_plan(
         sm_count=int(attributes["MultiProcessorCount"]),
         shared_optin=int(attributes["MaxSharedMemoryPerBlockOptin"]),
         directions=directions,
         hidden=hidden,
         batch=batch,
-        itemsize=int(np.dtype(str(dtype)).itemsize),
+        itemsize=itemsize,
     )
 
 

@@ -1,179 +1,380 @@
-// Persistent cooperative kernels: one launch runs every time step of one layer, both directions at once.
+// Persistent kernels: one launch runs every time step of one layer, both directions at once.
 //
-// Grid: `directions` groups of blocks, one block per SM; block k of a direction owns `rows_per_block` hidden
-// units and keeps their rows of W_hh (forward) or columns of W_hh (backward) in shared memory for all steps.
-// Each step stages the previous state (or gradient) of a batch tile in shared memory, computes the block's
-// outputs as 4x4 register tiles per warp with butterfly warp sums (fixed order: bit-reproducible), applies the
-// epilogue, and ends with one grid-wide barrier. No atomics.
-#include <cooperative_groups.h>
-
+// Work split. Per direction the hidden units are cut into `row_blocks` slices of kRows = 4 * (32 / LB) units,
+// and the batch into `batch_groups` groups of `tiles_per_group` tiles of kBatch = TB * LB samples. Block
+// (direction, group, slice) keeps its slice of W_hh (forward: rows; backward: columns, i.e. rows of W_hh^T) in
+// shared memory for all steps, and computes its slice of every tile of its group. Blocks of one (direction,
+// group) exchange the new state (forward) or the new pre-activation gradient (backward) through global memory
+// (L2) and wait for each other with one arrival counter per group: no grid-wide barrier, and groups run at their
+// own pace. With a single slice (row_blocks == 1) and a single tile, a block owns everything it reads and keeps
+// the state in shared memory between steps (no global round trip, no counter).
+//
+// Inner product. The tile's state rows and the slice's weight rows sit in shared memory, each row padded by 16
+// bytes so that rows read together fall in different banks. The 8 warps split the reduction dimension (hidden)
+// into 8 slices; in a warp, lane (lb, lr) accumulates a TB x 4 register tile over its slice with 16-byte loads,
+// lanes of one lb sharing (broadcasting) state loads and lanes of one lr sharing weight loads. The 8 partial tiles
+// are summed in shared memory in a fixed order: results are identical run to run. No atomics on data.
+//
+// Layouts: see rnn_common.cuh. Counters: `directions * batch_groups` unsigned ints, zero on entry.
 #include "rnn_common.cuh"
 
-namespace cg = cooperative_groups;
-using rnn_xp::kTile;
+namespace rnn_xp {
+
+constexpr int kWarps = 8;  // matches THREADS = 256 in _launch.py
+
+// 16 bytes of T: 4 floats or 2 doubles, read from shared memory with one vector load.
+template <typename T>
+struct alignas(16) Pack {
+    static constexpr int n = 16 / sizeof(T);
+    T v[n];
+};
+
+template <typename T>
+__device__ __forceinline__ Pack<T> load_pack(const T* address) {
+    return *reinterpret_cast<const Pack<T>*>(address);
+}
+
+// 16 bytes from global memory through L2 only (see load_coherent); `address` is 16-byte aligned.
+__device__ __forceinline__ Pack<float> load_coherent_pack(const float* address) {
+    const float4 value = __ldcg(reinterpret_cast<const float4*>(address));
+    return Pack<float>{{value.x, value.y, value.z, value.w}};
+}
+__device__ __forceinline__ Pack<double> load_coherent_pack(const double* address) {
+    const double2 value = __ldcg(reinterpret_cast<const double2*>(address));
+    return Pack<double>{{value.x, value.y}};
+}
+
+// Shared-memory geometry of one block; `padded` (the reduction length) is a multiple of kWarps * Pack<T>::n.
+template <typename T, int TB, int LB>
+struct Tiling {
+    static constexpr int kLanesR = kWarp / LB;
+    static constexpr int kRows = 4 * kLanesR;   // hidden units (forward) or columns (backward) of a slice
+    static constexpr int kBatch = TB * LB;      // samples of a tile
+    static constexpr int kVec = Pack<T>::n;
+    int stride;                                 // padded + kVec elements between shared rows
+    T* weight;                                  // kRows x stride
+    T* tile;                                    // kBatch x stride: the state (or gradient) rows of a tile
+    T* partial;                                 // kWarps x kBatch x kRows
+    T* carry;                                   // backward only: tiles_per_group * kBatch x kRows
+
+    __device__ Tiling(unsigned char* raw, int padded, bool with_carry) : stride(padded + kVec) {
+        weight = reinterpret_cast<T*>(raw);
+        tile = weight + kRows * stride;
+        partial = tile + kBatch * stride;
+        carry = with_carry ? partial + kWarps * kBatch * kRows : nullptr;
+    }
+};
+
+// partial[warp] = tile[:, slice] . weight[:, slice]^T for this warp's slice of the reduction dimension.
+template <typename T, int TB, int LB>
+__device__ __forceinline__ void partial_products(const Tiling<T, TB, LB>& s, int padded) {
+    using Tl = Tiling<T, TB, LB>;
+    constexpr int kVec = Tl::kVec;
+    const int lane = threadIdx.x % kWarp;
+    const int warp = threadIdx.x / kWarp;
+    const int lb = lane / Tl::kLanesR;
+    const int lr = lane % Tl::kLanesR;
+    const int length = padded / kWarps;
+    const int k0 = warp * length;
+    T acc[TB][4];
+#pragma unroll
+    for (int i = 0; i < TB; ++i) {
+#pragma unroll
+        for (int j = 0; j < 4; ++j) acc[i][j] = T(0);
+    }
+    const T* tile_row = s.tile + lb * s.stride + k0;
+    const T* weight_row = s.weight + lr * s.stride + k0;
+#pragma unroll 2
+    for (int k = 0; k < length; k += kVec) {
+        Pack<T> a[TB], w[4];
+#pragma unroll
+        for (int i = 0; i < TB; ++i) a[i] = load_pack(tile_row + i * LB * s.stride + k);
+#pragma unroll
+        for (int j = 0; j < 4; ++j) w[j] = load_pack(weight_row + j * Tl::kLanesR * s.stride + k);
+#pragma unroll
+        for (int v = 0; v < kVec; ++v) {
+#pragma unroll
+            for (int i = 0; i < TB; ++i) {
+#pragma unroll
+                for (int j = 0; j < 4; ++j) acc[i][j] += a[i].v[v] * w[j].v[v];
+            }
+        }
+    }
+    T* out = s.partial + warp * Tl::kBatch * Tl::kRows;
+#pragma unroll
+    for (int i = 0; i < TB; ++i) {
+#pragma unroll
+        for (int j = 0; j < 4; ++j) out[(i * LB + lb) * Tl::kRows + j * Tl::kLanesR + lr] = acc[i][j];
+    }
+}
+
+// The sum of the kWarps partial products of output `o` (b_local * kRows + r_local), in a fixed order.
+template <typename T, int TB, int LB>
+__device__ __forceinline__ T reduced(const Tiling<T, TB, LB>& s, int o) {
+    constexpr int kPlane = Tiling<T, TB, LB>::kBatch * Tiling<T, TB, LB>::kRows;
+    T sum = s.partial[o];
+#pragma unroll
+    for (int w = 1; w < kWarps; ++w) sum += s.partial[w * kPlane + o];
+    return sum;
+}
+
+// Copy `rows` rows of `hidden` elements (row stride `hidden`) from global memory written by other blocks during
+// this launch into the tile (row stride s.stride). Bypasses L1 (not coherent across SMs).
+template <typename T, int TB, int LB>
+__device__ __forceinline__ void load_tile(const Tiling<T, TB, LB>& s, const T* source, int rows, int hidden) {
+    constexpr int kVec = Tiling<T, TB, LB>::kVec;
+    if (hidden % kVec == 0) {
+        const int packs = hidden / kVec;
+        for (int i = threadIdx.x; i < rows * packs; i += blockDim.x) {
+            const int b = i / packs;
+            const int k = (i - b * packs) * kVec;
+            *reinterpret_cast<Pack<T>*>(s.tile + b * s.stride + k) =
+                load_coherent_pack(source + static_cast<size_t>(b) * hidden + k);
+        }
+    } else {
+        for (int i = threadIdx.x; i < rows * hidden; i += blockDim.x) {
+            const int b = i / hidden;
+            const int k = i - b * hidden;
+            s.tile[b * s.stride + k] = load_coherent(source + i);
+        }
+    }
+}
+
+// Blocks of one group: announce that this block's part of the step is in global memory / wait for all of it.
+__device__ __forceinline__ void arrive(unsigned int* counter) {
+    __syncthreads();
+    if (threadIdx.x == 0) {
+        __threadfence();
+        atomicAdd(counter, 1u);
+    }
+}
+
+__device__ __forceinline__ void wait_for(unsigned int* counter, unsigned int target) {
+    if (threadIdx.x == 0) {
+        const volatile unsigned int* flag = counter;
+        while (*flag < target) {
+        }
+        __threadfence();
+    }
+    __syncthreads();
+}
+
+}  // namespace rnn_xp
+
 using rnn_xp::kWarp;
+using rnn_xp::Tiling;
 
 // Forward. On entry states{0,1}[t] hold x_t W_ih^T (the caller's projection); on exit they hold h_t.
-template <typename T>
-__global__ void __launch_bounds__(256) rnn_forward_persistent(
+template <typename T, int TB, int LB>
+__global__ void __launch_bounds__(256, 1) rnn_forward_persistent(
     T* states0, T* states1, const T* __restrict__ bias0, const T* __restrict__ bias1, int has_bias,
     const T* __restrict__ weight0, const T* __restrict__ weight1, const T* __restrict__ h0_0,
-    const T* __restrict__ h0_1, const int* __restrict__ lengths, int has_lengths, int steps, int batch,
-    int hidden, int directions, int rows_per_block, int batch_tile, int relu) {
-    cg::grid_group grid = cg::this_grid();
+    const T* __restrict__ h0_1, const int* __restrict__ lengths, int has_lengths, unsigned int* counters,
+    int steps, int batch, int hidden, int padded, int row_blocks, int batch_groups, int tiles_per_group,
+    int relu) {
+    using Tl = Tiling<T, TB, LB>;
     extern __shared__ __align__(16) unsigned char shared_raw[];
-    T* weight_s = reinterpret_cast<T*>(shared_raw);  // rows_per_block x hidden
-    T* state_s = weight_s + rows_per_block * hidden;   // batch_tile x hidden
+    const Tl s(shared_raw, padded, false);
 
-    const int blocks_per_direction = gridDim.x / directions;
-    const int direction = blockIdx.x / blocks_per_direction;
-    const int row0 = (blockIdx.x - direction * blocks_per_direction) * rows_per_block;
-    const int rows = max(0, min(rows_per_block, hidden - row0));
+    const int per_direction = row_blocks * batch_groups;
+    const int direction = blockIdx.x / per_direction;
+    const int group = (blockIdx.x % per_direction) / row_blocks;
+    const int row0 = (blockIdx.x % row_blocks) * Tl::kRows;
     T* states = direction ? states1 : states0;
     const T* bias = direction ? bias1 : bias0;
     const T* weight = direction ? weight1 : weight0;
     const T* h0 = direction ? h0_1 : h0_0;
-
-    for (int i = threadIdx.x; i < rows * hidden; i += blockDim.x) weight_s[i] = weight[row0 * hidden + i];
-
-    const int lane = threadIdx.x % kWarp;
-    const int warp = threadIdx.x / kWarp;
-    const int warps = blockDim.x / kWarp;
-    const int row_groups = (rows + kTile - 1) / kTile;
+    unsigned int* counter = counters + direction * batch_groups + group;
     const size_t plane = static_cast<size_t>(batch) * hidden;
+    // One block owns every row of its only tile: the state stays in shared memory between steps.
+    const bool resident = row_blocks == 1 && tiles_per_group == 1;
+
+    for (int i = threadIdx.x; i < (Tl::kRows + Tl::kBatch) * s.stride; i += blockDim.x) {
+        const int r = i / s.stride;
+        const int k = i - r * s.stride;
+        s.weight[i] = (r < Tl::kRows && row0 + r < hidden && k < hidden)
+                          ? weight[static_cast<size_t>(row0 + r) * hidden + k]
+                          : T(0);  // also zeroes the tile, whose padding columns and rows must read as zero
+    }
 
     for (int step = 0; step < steps; ++step) {
         const int t = rnn_xp::time_index(step, steps, direction);
         const T* previous = step == 0 ? h0 : states + static_cast<size_t>(direction ? t + 1 : t - 1) * plane;
         T* current = states + static_cast<size_t>(t) * plane;
-        for (int b0 = 0; b0 < batch; b0 += batch_tile) {
-            const int tile_rows = min(batch_tile, batch - b0);
-            __syncthreads();  // the previous tile's readers are done (and weight_s is loaded)
-            for (int i = threadIdx.x; i < tile_rows * hidden; i += blockDim.x) {
-                state_s[i] = rnn_xp::load_coherent(previous + static_cast<size_t>(b0) * hidden + i);
+        if (step > 0 && !resident) rnn_xp::wait_for(counter, static_cast<unsigned int>(step * row_blocks));
+        for (int tile = 0; tile < tiles_per_group; ++tile) {
+            const int b0 = (group * tiles_per_group + tile) * Tl::kBatch;
+            const int rows = min(Tl::kBatch, batch - b0);
+            if (rows <= 0) break;  // uniform across the block
+            __syncthreads();       // the previous tile's readers of s.tile and s.partial are done
+            if (step == 0 || !resident) rnn_xp::load_tile(s, previous + static_cast<size_t>(b0) * hidden, rows, hidden);
+            // Prefetch this thread's epilogue inputs; they arrive while the products are computed.
+            T projection[2], bias_j[2];
+#pragma unroll
+            for (int e = 0; e < 2; ++e) {
+                const int o = threadIdx.x + e * blockDim.x;
+                const int b = b0 + o / Tl::kRows;
+                const int j = row0 + o % Tl::kRows;
+                const bool mine = o < Tl::kBatch * Tl::kRows && b < batch && j < hidden;
+                projection[e] = mine ? current[static_cast<size_t>(b) * hidden + j] : T(0);
+                bias_j[e] = mine && has_bias ? bias[j] : T(0);
             }
             __syncthreads();
-            const int batch_groups = (tile_rows + kTile - 1) / kTile;
-            for (int task = warp; task < batch_groups * row_groups; task += warps) {
-                const int b_local = (task / row_groups) * kTile;
-                const int r_local = (task % row_groups) * kTile;
-                T sums[kTile][kTile];
-                rnn_xp::tile_dot(state_s + b_local * hidden, min(kTile, tile_rows - b_local),
-                                 weight_s + r_local * hidden, min(kTile, rows - r_local), hidden, hidden, lane,
-                                 sums);
-                const int bi = lane / kTile;
-                const int ri = lane % kTile;
-                const T mine = rnn_xp::tile_element(sums, lane);
-                if (lane < kTile * kTile && b_local + bi < tile_rows && r_local + ri < rows) {
-                    const int b = b0 + b_local + bi;
-                    const int j = row0 + r_local + ri;
-                    T* out = current + static_cast<size_t>(b) * hidden + j;
-                    if (rnn_xp::inside(lengths, has_lengths, t, b)) {
-                        const T z = *out + mine + (has_bias ? bias[j] : T(0));
-                        *out = rnn_xp::activate(z, relu);
-                    } else {
-                        *out = state_s[(b_local + bi) * hidden + j];
-                    }
-                }
+            rnn_xp::partial_products(s, padded);
+            __syncthreads();
+#pragma unroll
+            for (int e = 0; e < 2; ++e) {
+                const int o = threadIdx.x + e * blockDim.x;
+                if (o >= Tl::kBatch * Tl::kRows) break;
+                const int b_local = o / Tl::kRows;
+                const int b = b0 + b_local;
+                const int j = row0 + o % Tl::kRows;
+                if (b >= batch || j >= hidden) continue;
+                T* held = s.tile + b_local * s.stride + j;
+                const T value = rnn_xp::inside(lengths, has_lengths, t, b)
+                                    ? rnn_xp::activate(projection[e] + rnn_xp::reduced(s, o) + bias_j[e], relu)
+                                    : *held;
+                current[static_cast<size_t>(b) * hidden + j] = value;
+                if (resident) *held = value;
             }
         }
-        grid.sync();
+        if (!resident) rnn_xp::arrive(counter);
     }
 }
 
-// Backward through the recurrence. carry is (2, directions, batch, hidden), ping-ponged between steps: on entry
-// carry[0] holds grad_h_n; after `steps` steps carry[steps % 2] holds grad_h0. grad_preact{0,1} (steps, batch,
-// hidden) receive d loss / d pre-activation, zero on padding. Block k owns columns [k*cols, (k+1)*cols) of W_hh.
-template <typename T>
-__global__ void __launch_bounds__(256) rnn_backward_persistent(
+// Backward through the recurrence. Block (direction, group, slice) owns columns [col0, col0 + kRows) of W_hh and
+// keeps, for its samples and columns, the carried gradient d loss / d h_t (shared memory). Each step it reads the
+// pre-activation gradient g_t (all columns) of its tiles, forms carry_{t-1} = g_t W_hh for its columns (held as
+// is on padding), then g_{t-1} = (grad_states[t-1] + carry_{t-1}) * act'(h_{t-1}) for its columns (zero on
+// padding), which it writes to grad_preact[t-1] for every block of the group to read at the next step.
+// grad_h_n{0,1} and grad_h0{0,1} are (batch, hidden).
+template <typename T, int TB, int LB>
+__global__ void __launch_bounds__(256, 1) rnn_backward_persistent(
     const T* __restrict__ grad_states0, const T* __restrict__ grad_states1, const T* __restrict__ states0,
-    const T* __restrict__ states1, const T* __restrict__ weight0, const T* __restrict__ weight1, T* carry,
-    T* grad_preact0, T* grad_preact1, const int* __restrict__ lengths, int has_lengths, int steps, int batch,
-    int hidden, int directions, int cols_per_block, int batch_tile, int relu) {
-    cg::grid_group grid = cg::this_grid();
+    const T* __restrict__ states1, const T* __restrict__ weight0, const T* __restrict__ weight1,
+    const T* __restrict__ grad_h_n0, const T* __restrict__ grad_h_n1, T* grad_preact0, T* grad_preact1,
+    T* grad_h0_0, T* grad_h0_1, const int* __restrict__ lengths, int has_lengths, unsigned int* counters,
+    int steps, int batch, int hidden, int padded, int row_blocks, int batch_groups, int tiles_per_group,
+    int relu) {
+    using Tl = Tiling<T, TB, LB>;
     extern __shared__ __align__(16) unsigned char shared_raw[];
-    T* weight_t_s = reinterpret_cast<T*>(shared_raw);  // cols_per_block x hidden: weight_t_s[c][j] = W[j][col0+c]
-    T* grad_s = weight_t_s + cols_per_block * hidden;   // batch_tile x hidden
+    const Tl s(shared_raw, padded, true);
 
-    const int blocks_per_direction = gridDim.x / directions;
-    const int direction = blockIdx.x / blocks_per_direction;
-    const int col0 = (blockIdx.x - direction * blocks_per_direction) * cols_per_block;
-    const int cols = max(0, min(cols_per_block, hidden - col0));
+    const int per_direction = row_blocks * batch_groups;
+    const int direction = blockIdx.x / per_direction;
+    const int group = (blockIdx.x % per_direction) / row_blocks;
+    const int col0 = (blockIdx.x % row_blocks) * Tl::kRows;
     const T* grad_states = direction ? grad_states1 : grad_states0;
     const T* states = direction ? states1 : states0;
     const T* weight = direction ? weight1 : weight0;
+    const T* grad_h_n = direction ? grad_h_n1 : grad_h_n0;
     T* grad_preact = direction ? grad_preact1 : grad_preact0;
-
-    for (int i = threadIdx.x; i < cols * hidden; i += blockDim.x) {
-        const int c = i / hidden;
-        const int j = i - c * hidden;
-        weight_t_s[i] = weight[static_cast<size_t>(j) * hidden + col0 + c];
-    }
-
-    const int lane = threadIdx.x % kWarp;
-    const int warp = threadIdx.x / kWarp;
-    const int warps = blockDim.x / kWarp;
-    const int col_groups = (cols + kTile - 1) / kTile;
+    T* grad_h0 = direction ? grad_h0_1 : grad_h0_0;
+    unsigned int* counter = counters + direction * batch_groups + group;
     const size_t plane = static_cast<size_t>(batch) * hidden;
+    const bool resident = row_blocks == 1 && tiles_per_group == 1;
+    constexpr int kOutputs = Tl::kBatch * Tl::kRows;
+
+    // weight[c][j] = W_hh[j][col0 + c]: consecutive threads read consecutive columns of one row of W_hh.
+    for (int i = threadIdx.x; i < Tl::kRows * s.stride; i += blockDim.x) {
+        const int j = i / Tl::kRows;
+        const int c = i - j * Tl::kRows;
+        s.weight[c * s.stride + j] =
+            (col0 + c < hidden && j < hidden) ? weight[static_cast<size_t>(j) * hidden + col0 + c] : T(0);
+    }
+    for (int i = threadIdx.x; i < Tl::kBatch * s.stride; i += blockDim.x) s.tile[i] = T(0);
+
+    // Start: carry = grad_h_n; g at the first visited step, for this block's columns.
+    const int first = rnn_xp::time_index(0, steps, 1 - direction);
+    for (int tile = 0; tile < tiles_per_group; ++tile) {
+        const int b0 = (group * tiles_per_group + tile) * Tl::kBatch;
+        for (int o = threadIdx.x; o < kOutputs; o += blockDim.x) {
+            const int b_local = o / Tl::kRows;
+            const int b = b0 + b_local;
+            const int c = col0 + o % Tl::kRows;
+            if (b >= batch || c >= hidden) continue;
+            const size_t at = static_cast<size_t>(b) * hidden + c;
+            const T carry = grad_h_n[at];
+            s.carry[tile * kOutputs + o] = carry;
+            const size_t at_t = static_cast<size_t>(first) * plane + at;
+            const T g = rnn_xp::inside(lengths, has_lengths, first, b)
+                            ? (grad_states[at_t] + carry) * rnn_xp::activation_slope(states[at_t], relu)
+                            : T(0);
+            grad_preact[at_t] = g;
+            if (resident) s.tile[b_local * s.stride + c] = g;
+        }
+    }
+    if (!resident) rnn_xp::arrive(counter);
 
     for (int step = 0; step < steps; ++step) {
-        // The reverse of the forward's visiting order.
         const int t = rnn_xp::time_index(step, steps, 1 - direction);
-        const T* carry_old = carry + static_cast<size_t>((step % 2) * directions + direction) * plane;
-        T* carry_new = carry + static_cast<size_t>(((step + 1) % 2) * directions + direction) * plane;
-        const size_t at_t = static_cast<size_t>(t) * plane;
-        for (int b0 = 0; b0 < batch; b0 += batch_tile) {
-            const int tile_rows = min(batch_tile, batch - b0);
+        const bool last = step == steps - 1;
+        const int next = last ? t : rnn_xp::time_index(step + 1, steps, 1 - direction);
+        if (!resident) rnn_xp::wait_for(counter, static_cast<unsigned int>((step + 1) * row_blocks));
+        for (int tile = 0; tile < tiles_per_group; ++tile) {
+            const int b0 = (group * tiles_per_group + tile) * Tl::kBatch;
+            const int rows = min(Tl::kBatch, batch - b0);
+            if (rows <= 0) break;
             __syncthreads();
-            for (int i = threadIdx.x; i < tile_rows * hidden; i += blockDim.x) {
-                const int b = b0 + i / hidden;
-                const int j = i % hidden;
-                const size_t at = static_cast<size_t>(b) * hidden + j;
-                T grad = T(0);
-                if (rnn_xp::inside(lengths, has_lengths, t, b)) {
-                    grad = (grad_states[at_t + at] + rnn_xp::load_coherent(carry_old + at)) *
-                           rnn_xp::activation_slope(states[at_t + at], relu);
-                }
-                grad_s[i] = grad;
-                if (j >= col0 && j < col0 + cols) grad_preact[at_t + at] = grad;
+            if (!resident) {
+                rnn_xp::load_tile(s, grad_preact + static_cast<size_t>(t) * plane + static_cast<size_t>(b0) * hidden,
+                                  rows, hidden);
+            }
+            T grad_next[2], state_next[2];
+#pragma unroll
+            for (int e = 0; e < 2; ++e) {
+                const int o = threadIdx.x + e * blockDim.x;
+                const int b = b0 + o / Tl::kRows;
+                const int c = col0 + o % Tl::kRows;
+                const bool mine = !last && o < kOutputs && b < batch && c < hidden;
+                const size_t at = static_cast<size_t>(next) * plane + static_cast<size_t>(b) * hidden + c;
+                grad_next[e] = mine ? grad_states[at] : T(0);
+                state_next[e] = mine ? states[at] : T(0);
             }
             __syncthreads();
-            const int batch_groups = (tile_rows + kTile - 1) / kTile;
-            for (int task = warp; task < batch_groups * col_groups; task += warps) {
-                const int b_local = (task / col_groups) * kTile;
-                const int c_local = (task % col_groups) * kTile;
-                T sums[kTile][kTile];
-                rnn_xp::tile_dot(grad_s + b_local * hidden, min(kTile, tile_rows - b_local),
-                                 weight_t_s + c_local * hidden, min(kTile, cols - c_local), hidden, hidden, lane,
-                                 sums);
-                const int bi = lane / kTile;
-                const int ci = lane % kTile;
-                const T mine = rnn_xp::tile_element(sums, lane);
-                if (lane < kTile * kTile && b_local + bi < tile_rows && c_local + ci < cols) {
-                    const int b = b0 + b_local + bi;
-                    const size_t at = static_cast<size_t>(b) * hidden + col0 + c_local + ci;
-                    carry_new[at] =
-                        rnn_xp::inside(lengths, has_lengths, t, b) ? mine : rnn_xp::load_coherent(carry_old + at);
+            rnn_xp::partial_products(s, padded);
+            __syncthreads();
+#pragma unroll
+            for (int e = 0; e < 2; ++e) {
+                const int o = threadIdx.x + e * blockDim.x;
+                if (o >= kOutputs) break;
+                const int b_local = o / Tl::kRows;
+                const int b = b0 + b_local;
+                const int c = col0 + o % Tl::kRows;
+                if (b >= batch || c >= hidden) continue;
+                T& carry = s.carry[tile * kOutputs + o];
+                if (rnn_xp::inside(lengths, has_lengths, t, b)) carry = rnn_xp::reduced(s, o);
+                const size_t at = static_cast<size_t>(b) * hidden + c;
+                if (last) {
+                    grad_h0[at] = carry;
+                } else {
+                    const T g = rnn_xp::inside(lengths, has_lengths, next, b)
+                                    ? (grad_next[e] + carry) * rnn_xp::activation_slope(state_next[e], relu)
+                                    : T(0);
+                    grad_preact[static_cast<size_t>(next) * plane + at] = g;
+                    if (resident) s.tile[b_local * s.stride + c] = g;
                 }
             }
         }
-        grid.sync();
+        if (!resident && !last) rnn_xp::arrive(counter);
     }
 }
 
 #ifdef RNN_XP_EXPLICIT_INSTANTIATION  // for the nvcc compile check; CuPy instantiates through name_expressions
-template __global__ void rnn_forward_persistent<float>(float*, float*, const float*, const float*, int,
-                                                       const float*, const float*, const float*, const float*,
-                                                       const int*, int, int, int, int, int, int, int, int);
-template __global__ void rnn_forward_persistent<double>(double*, double*, const double*, const double*, int,
-                                                        const double*, const double*, const double*,
-                                                        const double*, const int*, int, int, int, int, int, int,
-                                                        int, int);
-template __global__ void rnn_backward_persistent<float>(const float*, const float*, const float*, const float*,
-                                                        const float*, const float*, float*, float*, float*,
-                                                        const int*, int, int, int, int, int, int, int, int);
-template __global__ void rnn_backward_persistent<double>(const double*, const double*, const double*,
-                                                         const double*, const double*, const double*, double*,
-                                                         double*, double*, const int*, int, int, int, int, int,
-                                                         int, int, int);
+#define RNN_XP_INSTANTIATE(T, TB, LB)                                                                               \
+    template __global__ void rnn_forward_persistent<T, TB, LB>(T*, T*, const T*, const T*, int, const T*,        \
+                                                               const T*, const T*, const T*, const int*, int,    \
+                                                               unsigned int*, int, int, int, int, int, int, int,  \
+                                                               int);                                              \
+    template __global__ void rnn_backward_persistent<T, TB, LB>(const T*, const T*, const T*, const T*, const T*, \
+                                                                const T*, const T*, const T*, T*, T*, T*, T*,    \
+                                                                const int*, int, unsigned int*, int, int, int,   \
+                                                                int, int, int, int, int);
+RNN_XP_INSTANTIATE(float, 1, 1)
+RNN_XP_INSTANTIATE(float, 4, 4)
+RNN_XP_INSTANTIATE(float, 2, 8)
+RNN_XP_INSTANTIATE(double, 1, 1)
+RNN_XP_INSTANTIATE(double, 4, 4)
+RNN_XP_INSTANTIATE(double, 2, 8)
+#undef RNN_XP_INSTANTIATE
 #endif
