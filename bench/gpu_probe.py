@@ -2,6 +2,7 @@
 
     python bench/gpu_probe.py latency   [--out DIR]   per-step forward latency (slope over T) vs cuDNN
     python bench/gpu_probe.py crossover [--out DIR]   persistent vs per-step kernels over H and B
+    python bench/gpu_probe.py overhead  [--out DIR]   host-side profile of a short forward (T=64, B=1, H=128)
     python bench/gpu_probe.py ncu-target --hidden 512 --batch 64   one forward, for Nsight Compute to profile
 
 Every figure is a median of CUDA-event timings after a warm-up; rnn_xp and torch (cuDNN, TF32 off) run in the
@@ -98,6 +99,30 @@ def crossover(out: Path) -> list[dict[str, Any]]:
     return rows
 
 
+def overhead(out: Path) -> None:
+    """Where the host time of a short forward goes (T=64, B=1, H=128): the top of a cProfile listing."""
+    import cProfile
+    import io
+    import pstats
+
+    import cupy
+
+    ours, x, _, _ = _layers(64, 1, 128)
+    for _ in range(20):
+        ours(x)
+    cupy.cuda.Device().synchronize()
+    profiler = cProfile.Profile()
+    profiler.enable()
+    for _ in range(200):
+        ours(x)
+    profiler.disable()
+    cupy.cuda.Device().synchronize()
+    text = io.StringIO()
+    pstats.Stats(profiler, stream=text).sort_stats("tottime").print_stats(25)
+    (out / "gpu-probe-overhead.txt").write_text(text.getvalue())
+    print(text.getvalue()[:4000])
+
+
 def ncu_target(hidden: int, batch: int, steps: int) -> None:
     import cupy
 
@@ -111,7 +136,7 @@ def ncu_target(hidden: int, batch: int, steps: int) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("probe", choices=["latency", "crossover", "ncu-target"])
+    parser.add_argument("probe", choices=["latency", "crossover", "overhead", "ncu-target"])
     parser.add_argument("--out", type=Path, default=Path("."))
     parser.add_argument("--hidden", type=int, default=512)
     parser.add_argument("--batch", type=int, default=64)
@@ -122,6 +147,8 @@ def main(argv: list[str] | None = None) -> int:
         latency(options.out)
     elif options.probe == "crossover":
         crossover(options.out)
+    elif options.probe == "overhead":
+        overhead(options.out)
     else:
         ncu_target(options.hidden, options.batch, options.steps)
     return 0

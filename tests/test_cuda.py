@@ -74,6 +74,15 @@ def test_persistent_plan_prefers_one_block_per_group_when_it_fits() -> None:
     assert large is not None and large.grid >= 100
 
 
+def test_choose_plan_leaves_broadcast_bound_sizes_to_the_per_step_path() -> None:
+    """At H=2048, B=256 every slice would re-read the whole 2 MB state each step: cuBLAS per step is cheaper."""
+    common = dict(**H100, directions=1, itemsize=4)
+    assert _launch.choose_plan(**common, hidden=2048, batch=256) is None
+    assert _launch.persistent_plan(**common, hidden=2048, batch=256) is not None
+    chosen = _launch.choose_plan(**common, hidden=1024, batch=64)
+    assert chosen is not None and chosen.step_us < _launch.per_step_path_us(directions=1, hidden=1024, batch=64, itemsize=4)
+
+
 def test_shared_bytes_counts_every_buffer() -> None:
     size = _launch.shared_bytes(rows=32, batch_tile=16, tiles_per_group=2, padded=1024, itemsize=4)
     assert size == ((32 + 16) * 1028 + 8 * 16 * 32 + 2 * 16 * 32) * 4

@@ -3,7 +3,7 @@
 #
 # On the development machine first:  ../shared/tools/gpu-wheels.sh     (array-api-compat/-strict into .whl/)
 # Then one device run, carry [".whl"], command:   bash tools/gpu_session.sh all 0.3
-#   mode: tests | bench | probe | all      seconds: timing budget per implementation and row of the sweep
+#   mode: tests | probe | train | bench | all      seconds: timing budget per implementation and row of the sweep
 # Writes (inside the archive): info.json, gpu-tests.log/.xml, the sweep's <gpu>-cuda.{json,md} and PNGs,
 # the probes' JSON and the Nsight Compute report of the persistent kernels at H=512, B=64.
 # Exit status: non-zero if any GPU test failed, or if any would have skipped (RNN_XP_REQUIRE_GPU=1 turns a
@@ -35,16 +35,29 @@ if [ "$mode" = tests ] || [ "$mode" = all ]; then
     tail -n 3 "$work/gpu-tests.log"
 fi
 if [ "$mode" = probe ] || [ "$mode" = all ]; then
-    timeout -s INT "${PROBE_LIMIT:-150}" python3 bench/gpu_probe.py latency --out "$work" || status=1
-    timeout -s INT "${PROBE_LIMIT:-150}" python3 bench/gpu_probe.py crossover --out "$work" || status=1
+    for probe in ${PROBES:-latency crossover overhead}; do
+        timeout -s INT "${PROBE_LIMIT:-150}" python3 bench/gpu_probe.py "$probe" --out "$work" | head -n 45 || status=1
+    done
     if command -v ncu >/dev/null; then
-        timeout "${NCU_LIMIT:-120}" ncu --clock-control none --kernel-name regex:persistent --launch-skip 1 --launch-count 2 --set full \
-            -o "$work/ncu-persistent-H512-B64" python3 bench/gpu_probe.py ncu-target --hidden 512 --batch 64 \
-            > "$work/ncu.log" 2>&1 || echo "ncu failed (see ncu.log)"
-        ncu --import "$work/ncu-persistent-H512-B64.ncu-rep" --page details > "$work/ncu-details.txt" 2>&1
-        grep -E "Duration|Throughput|Stall|Warp Cycles|Registers|Achieved Occupancy|L2 Hit|Bank" \
-            "$work/ncu-details.txt" | head -n 60
+        # The persistent kernels at H=512, B=64 (the issue's profile point) and at H=128, B=1 (the latency case).
+        for size in "512 64" "128 1"; do
+            set -- $size
+            rep="$work/ncu-persistent-H$1-B$2"
+            timeout "${NCU_LIMIT:-120}" ncu --clock-control none --kernel-name regex:persistent --launch-skip 1 \
+                --launch-count 2 --set full -o "$rep" python3 bench/gpu_probe.py ncu-target --hidden "$1" --batch "$2" \
+                > "$rep.log" 2>&1 || echo "ncu failed (see $rep.log)"
+            ncu --import "$rep.ncu-rep" --page details > "$rep-details.txt" 2>&1
+            ncu --import "$rep.ncu-rep" --page raw --csv > "$rep-raw.csv" 2>&1
+            python3 tools/ncu_stalls.py "$rep-raw.csv" | tee "$rep-stalls.txt"
+        done
     fi
+fi
+if [ "$mode" = train ] || [ "$mode" = all ]; then
+    # The charlm example on the GPU and on this machine's CPU, same configuration and time budget.
+    for device in cuda cpu; do
+        timeout "${TRAIN_LIMIT:-90}" python3 -m rnn_xp train charlm --device "$device" --minutes 0.5 \
+            --eval-every-s 1000 --out "$work/charlm-$device" 2>&1 | tail -n 2
+    done
 fi
 if [ "$mode" = bench ] || [ "$mode" = all ]; then
     name=$(python3 -c "import cupy, re; n = cupy.cuda.runtime.getDeviceProperties(0)['name']; n = n.decode() if isinstance(n, bytes) else n; print(re.sub(r'[^a-z0-9]+', '-', n.lower()).strip('-'))")

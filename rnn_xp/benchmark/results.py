@@ -60,7 +60,7 @@ def markdown(result: dict[str, Any]) -> str:
         peers = sorted({name for row in rows for name in row["results"] if name != "rnn_xp"})
         title = "forward" if direction == "fwd" else "forward+backward"
         lines += [f"## {device}, {title}", ""]
-        header = ["T", "B", "H", "rnn_xp ms", "samples/s", "GFLOP/s", "% peak"]
+        header = ["T", "B", "H", "layers", "rnn_xp ms", "samples/s", "GFLOP/s", "% peak"]
         header += [f"{peer} ms (rnn_xp speedup)" for peer in peers]
         if device == "cuda":
             header.append("GPU/CPU")
@@ -68,7 +68,7 @@ def markdown(result: dict[str, Any]) -> str:
         lines.append("|" + "---:|" * len(header))
         for row in rows:
             case, ours = row["case"], row["results"].get("rnn_xp", {})
-            cells = [str(case["seq_len"]), str(case["batch"]), str(case["hidden"])]
+            cells = [str(case["seq_len"]), str(case["batch"]), str(case["hidden"]), _layers_cell(case)]
             if "median_s" in ours:
                 cells += [
                     f"{ours['median_s'] * 1e3:.3f}", f"{ours['samples_per_s']:.3g}", f"{ours['gflops']:.1f}",
@@ -94,6 +94,14 @@ def markdown(result: dict[str, Any]) -> str:
                 lines.append(f"\nrnn_xp speedup over {peer}: geometric mean {geomean:.2f}x over {len(ratios)} rows")
         lines.append("")
     return "\n".join(lines)
+
+
+def _layers_cell(case: dict[str, Any]) -> str:
+    """'1' for one unidirectional layer over full-length sequences; else e.g. '2', '1 bi', '1 lengths'."""
+    parts = [str(case.get("num_layers", 1))]
+    parts += ["bi"] if case.get("bidirectional") else []
+    parts += ["lengths"] if case.get("with_lengths") else []
+    return " ".join(parts)
 
 
 def compare(first: dict[str, Any], second: dict[str, Any]) -> list[dict[str, Any]]:

@@ -16,11 +16,18 @@ WARPS = THREADS // 32
 STEP_THREADS = 256  # the per-step epilogue kernels
 LANE_SPLITS = (1, 2, 4, 8)  # LB: lanes of a warp along the batch (32 / LB along the hidden units)
 LANE_TILES = (1, 2, 4)  # TB: samples per lane
-# Cost-model constants, in SM cycles (fp32 FMA: 128 per cycle per SM; L2 -> SM: ~64 bytes per cycle).
-FMA_PER_CYCLE = 128
-L2_BYTES_PER_CYCLE = 64
-TILE_OVERHEAD_CYCLES = 300  # three block barriers and the epilogue of one tile
-GROUP_SYNC_CYCLES = 2500  # one step's arrival and wait through L2 when a group has several blocks
+# Cost model, in microseconds per time step, fitted to the persistent-vs-per-step probe on an H100
+# (bench/results/nvidia-h100-80gb-hbm3-probe-crossover.json): a persistent step costs a fixed latency, plus the
+# tiles a block walks through one after another, plus the state bytes that all blocks together read from L2 (every
+# slice of a group reads the whole state: that broadcast, not the FMAs, dominates at large B*H), plus the FMAs.
+STEP_FIXED_US = 3.0
+TILE_US = 2.5  # each further tile of a group: its load latency, barriers and epilogue
+L2_US_PER_MB = 0.7  # ~1.4 TB/s: many SMs reading the same lines
+US_PER_BLOCK_FMA = 1 / (128 * 1980)  # one SM's fp32 FMAs at 128 per cycle and 1.98 GHz (fp64: half the rate)
+# The per-step path: per step and direction, a cuBLAS GEMM and an epilogue kernel, issued from Python.
+HOST_US_PER_STEP = 55.0
+GEMM_FLOPS_PER_US = 40e6  # fp32 cuBLAS, ~40 TFLOP/s at large sizes
+WEIGHT_BYTES_PER_US = 3e6  # W_hh streamed from HBM/L2 each step
 
 
 @dataclass(frozen=True)
@@ -37,7 +44,7 @@ class PersistentPlan:
     padded: int  # the reduction length (hidden) rounded up to a multiple of WARPS * 16 / itemsize
     grid: int
     shared_bytes: int
-    cycles_per_step: float  # the cost model's estimate, for choosing between plans
+    step_us: float  # the cost model's estimate of one time step (both directions run at once)
 
     @property
     def template_args(self) -> tuple[int, int]:
@@ -55,10 +62,10 @@ def shared_bytes(*, rows: int, batch_tile: int, tiles_per_group: int, padded: in
 def persistent_plan(
     *, sm_count: int, shared_optin: int, directions: int, hidden: int, batch: int, itemsize: int
 ) -> PersistentPlan | None:
-    """The cheapest split (by :data:`FMA_PER_CYCLE`-based cost model) that fits, or None when none does."""
+    """The cheapest split (by the cost model above) that fits, or None when none does."""
     vec = 16 // itemsize
     padded = math.ceil(hidden / (WARPS * vec)) * WARPS * vec
-    fma_rate = FMA_PER_CYCLE * 4 / itemsize  # fp64 runs at half the fp32 rate
+    fma_scale = itemsize / 4  # fp64 runs at half the fp32 rate
     best: PersistentPlan | None = None
     for lane_split in LANE_SPLITS:
         rows = 4 * 32 // lane_split
@@ -76,20 +83,43 @@ def persistent_plan(
             )
             if size > shared_optin:
                 continue
-            per_tile = (
-                batch_tile * rows * padded / fma_rate
-                + batch_tile * padded * itemsize / L2_BYTES_PER_CYCLE
-                + TILE_OVERHEAD_CYCLES
-            )
-            cycles = tiles_per_group * per_tile + (GROUP_SYNC_CYCLES if row_blocks * tiles_per_group > 1 else 0)
             grid = directions * groups * row_blocks
+            l2_megabytes = grid * tiles_per_group * batch_tile * padded * itemsize / 1e6
+            fma_per_block = tiles_per_group * batch_tile * rows * padded * fma_scale
+            step_us = (
+                STEP_FIXED_US
+                + TILE_US * (tiles_per_group - 1)
+                + L2_US_PER_MB * l2_megabytes
+                + US_PER_BLOCK_FMA * fma_per_block
+            )
             plan = PersistentPlan(
                 lane_tile, lane_split, rows, batch_tile, row_blocks, groups, tiles_per_group, padded, grid, size,
-                cycles,
+                step_us,
             )
-            if best is None or (plan.cycles_per_step, plan.grid) < (best.cycles_per_step, best.grid):
+            if best is None or (plan.step_us, plan.grid) < (best.step_us, best.grid):
                 best = plan
     return best
+
+
+def per_step_path_us(*, directions: int, hidden: int, batch: int, itemsize: int) -> float:
+    """The cost model's estimate of one time step on the per-step path (directions run one after the other)."""
+    gemm = 2 * batch * hidden * hidden * (itemsize / 4) / GEMM_FLOPS_PER_US
+    weights = hidden * hidden * itemsize / WEIGHT_BYTES_PER_US
+    return directions * max(HOST_US_PER_STEP, gemm + weights)
+
+
+def choose_plan(
+    *, sm_count: int, shared_optin: int, directions: int, hidden: int, batch: int, itemsize: int
+) -> PersistentPlan | None:
+    """The persistent plan when it fits and the cost model expects it to beat the per-step path, else None."""
+    plan = persistent_plan(
+        sm_count=sm_count, shared_optin=shared_optin, directions=directions, hidden=hidden, batch=batch,
+        itemsize=itemsize,
+    )
+    if plan is None:
+        return None
+    per_step = per_step_path_us(directions=directions, hidden=hidden, batch=batch, itemsize=itemsize)
+    return plan if plan.step_us <= per_step else None
 
 
 def largest_persistent_hidden(*, sm_count: int, shared_optin: int, directions: int, itemsize: int) -> int:

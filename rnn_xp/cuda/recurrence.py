@@ -198,7 +198,7 @@ def _cached_plan(device_id: int, directions: int, hidden: int, batch: int, items
     import cupy
 
     attributes = cupy.cuda.Device(device_id).attributes
-    return _launch.persistent_plan(
+    return _launch.choose_plan(
         sm_count=int(attributes["MultiProcessorCount"]),
         shared_optin=int(attributes["MaxSharedMemoryPerBlockOptin"]),
         directions=directions,

@@ -34,15 +34,13 @@ __device__ __forceinline__ Pack<T> load_pack(const T* address) {
     return *reinterpret_cast<const Pack<T>*>(address);
 }
 
-// 16 bytes from global memory through L2 only (see load_coherent); `address` is 16-byte aligned.
-__device__ __forceinline__ Pack<float> load_coherent_pack(const float* address) {
-    const float4 value = __ldcg(reinterpret_cast<const float4*>(address));
-    return Pack<float>{{value.x, value.y, value.z, value.w}};
+// 16 bytes global -> shared without passing through registers or L1; both addresses 16-byte aligned.
+__device__ __forceinline__ void copy_async_16(void* shared, const void* global) {
+    const unsigned int address = static_cast<unsigned int>(__cvta_generic_to_shared(shared));
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"(address), "l"(global) : "memory");
 }
-__device__ __forceinline__ Pack<double> load_coherent_pack(const double* address) {
-    const double2 value = __ldcg(reinterpret_cast<const double2*>(address));
-    return Pack<double>{{value.x, value.y}};
-}
+
+__device__ __forceinline__ void copy_async_wait() { asm volatile("cp.async.wait_all;\n" ::: "memory"); }
 
 // Shared-memory geometry of one block; `padded` (the reduction length) is a multiple of kWarps * Pack<T>::n.
 template <typename T, int TB, int LB>
@@ -119,7 +117,8 @@ __device__ __forceinline__ T reduced(const Tiling<T, TB, LB>& s, int o) {
 }
 
 // Copy `rows` rows of `hidden` elements (row stride `hidden`) from global memory written by other blocks during
-// this launch into the tile (row stride s.stride). Bypasses L1 (not coherent across SMs).
+// this launch into the tile (row stride s.stride), through L2 only (L1 is not coherent across SMs). With 16-byte
+// rows the copies are asynchronous (cp.async.cg), all in flight at once; the caller's barrier follows the wait.
 template <typename T, int TB, int LB>
 __device__ __forceinline__ void load_tile(const Tiling<T, TB, LB>& s, const T* source, int rows, int hidden) {
     constexpr int kVec = Tiling<T, TB, LB>::kVec;
@@ -128,9 +127,9 @@ __device__ __forceinline__ void load_tile(const Tiling<T, TB, LB>& s, const T* s
         for (int i = threadIdx.x; i < rows * packs; i += blockDim.x) {
             const int b = i / packs;
             const int k = (i - b * packs) * kVec;
-            *reinterpret_cast<Pack<T>*>(s.tile + b * s.stride + k) =
-                load_coherent_pack(source + static_cast<size_t>(b) * hidden + k);
+            copy_async_16(s.tile + b * s.stride + k, source + static_cast<size_t>(b) * hidden + k);
         }
+        copy_async_wait();
     } else {
         for (int i = threadIdx.x; i < rows * hidden; i += blockDim.x) {
             const int b = i / hidden;
@@ -149,12 +148,16 @@ __device__ __forceinline__ void arrive(unsigned int* counter) {
     }
 }
 
-__device__ __forceinline__ void wait_for(unsigned int* counter, unsigned int target) {
+__device__ __forceinline__ unsigned int load_acquire(const unsigned int* address) {
+    unsigned int value;
+    asm volatile("ld.acquire.gpu.global.u32 %0, [%1];\n" : "=r"(value) : "l"(address) : "memory");
+    return value;
+}
+
+__device__ __forceinline__ void wait_for(const unsigned int* counter, unsigned int target) {
     if (threadIdx.x == 0) {
-        const volatile unsigned int* flag = counter;
-        while (*flag < target) {
+        while (load_acquire(counter) < target) {
         }
-        __threadfence();
     }
     __syncthreads();
 }
@@ -197,6 +200,23 @@ __global__ void __launch_bounds__(256, 1) rnn_forward_persistent(
                           : T(0);  // also zeroes the tile, whose padding columns and rows must read as zero
     }
 
+    // This thread's epilogue inputs: the projection of its outputs at a step, and their biases. With one tile per
+    // group, the projection of step + 1 is loaded during step, off the critical path.
+    T projection[2], bias_j[2];
+    const auto fetch = [&](int t, int b0) {
+#pragma unroll
+        for (int e = 0; e < 2; ++e) {
+            const int o = threadIdx.x + e * blockDim.x;
+            const int b = b0 + o / Tl::kRows;
+            const int j = row0 + o % Tl::kRows;
+            const bool mine = o < Tl::kBatch * Tl::kRows && b < batch && j < hidden;
+            projection[e] = mine ? states[static_cast<size_t>(t) * plane + static_cast<size_t>(b) * hidden + j] : T(0);
+            bias_j[e] = mine && has_bias ? bias[j] : T(0);
+        }
+    };
+    const bool ahead = tiles_per_group == 1;
+    if (ahead) fetch(rnn_xp::time_index(0, steps, direction), group * Tl::kBatch);
+
     for (int step = 0; step < steps; ++step) {
         const int t = rnn_xp::time_index(step, steps, direction);
         const T* previous = step == 0 ? h0 : states + static_cast<size_t>(direction ? t + 1 : t - 1) * plane;
@@ -208,17 +228,7 @@ __global__ void __launch_bounds__(256, 1) rnn_forward_persistent(
             if (rows <= 0) break;  // uniform across the block
             __syncthreads();       // the previous tile's readers of s.tile and s.partial are done
             if (step == 0 || !resident) rnn_xp::load_tile(s, previous + static_cast<size_t>(b0) * hidden, rows, hidden);
-            // Prefetch this thread's epilogue inputs; they arrive while the products are computed.
-            T projection[2], bias_j[2];
-#pragma unroll
-            for (int e = 0; e < 2; ++e) {
-                const int o = threadIdx.x + e * blockDim.x;
-                const int b = b0 + o / Tl::kRows;
-                const int j = row0 + o % Tl::kRows;
-                const bool mine = o < Tl::kBatch * Tl::kRows && b < batch && j < hidden;
-                projection[e] = mine ? current[static_cast<size_t>(b) * hidden + j] : T(0);
-                bias_j[e] = mine && has_bias ? bias[j] : T(0);
-            }
+            if (!ahead) fetch(t, b0);  // arrives while the products are computed
             __syncthreads();
             rnn_xp::partial_products(s, padded);
             __syncthreads();
@@ -237,6 +247,7 @@ __global__ void __launch_bounds__(256, 1) rnn_forward_persistent(
                 current[static_cast<size_t>(b) * hidden + j] = value;
                 if (resident) *held = value;
             }
+            if (ahead && step + 1 < steps) fetch(rnn_xp::time_index(step + 1, steps, direction), b0);
         }
         if (!resident) rnn_xp::arrive(counter);
     }
@@ -306,6 +317,26 @@ __global__ void __launch_bounds__(256, 1) rnn_backward_persistent(
     }
     if (!resident) rnn_xp::arrive(counter);
 
+    // This thread's epilogue inputs for the step after the current one: grad_states and states there. With one
+    // tile per group they are loaded a step early, off the critical path.
+    T grad_next[2], state_next[2];
+    const auto fetch = [&](int step, int b0) {
+        const bool any = step + 1 < steps;
+        const int next = any ? rnn_xp::time_index(step + 1, steps, 1 - direction) : 0;
+#pragma unroll
+        for (int e = 0; e < 2; ++e) {
+            const int o = threadIdx.x + e * blockDim.x;
+            const int b = b0 + o / Tl::kRows;
+            const int c = col0 + o % Tl::kRows;
+            const bool mine = any && o < kOutputs && b < batch && c < hidden;
+            const size_t at = static_cast<size_t>(next) * plane + static_cast<size_t>(b) * hidden + c;
+            grad_next[e] = mine ? grad_states[at] : T(0);
+            state_next[e] = mine ? states[at] : T(0);
+        }
+    };
+    const bool ahead = tiles_per_group == 1;
+    if (ahead) fetch(0, group * Tl::kBatch);
+
     for (int step = 0; step < steps; ++step) {
         const int t = rnn_xp::time_index(step, steps, 1 - direction);
         const bool last = step == steps - 1;
@@ -320,17 +351,7 @@ __global__ void __launch_bounds__(256, 1) rnn_backward_persistent(
                 rnn_xp::load_tile(s, grad_preact + static_cast<size_t>(t) * plane + static_cast<size_t>(b0) * hidden,
                                   rows, hidden);
             }
-            T grad_next[2], state_next[2];
-#pragma unroll
-            for (int e = 0; e < 2; ++e) {
-                const int o = threadIdx.x + e * blockDim.x;
-                const int b = b0 + o / Tl::kRows;
-                const int c = col0 + o % Tl::kRows;
-                const bool mine = !last && o < kOutputs && b < batch && c < hidden;
-                const size_t at = static_cast<size_t>(next) * plane + static_cast<size_t>(b) * hidden + c;
-                grad_next[e] = mine ? grad_states[at] : T(0);
-                state_next[e] = mine ? states[at] : T(0);
-            }
+            if (!ahead) fetch(step, b0);
             __syncthreads();
             rnn_xp::partial_products(s, padded);
             __syncthreads();
@@ -355,6 +376,7 @@ __global__ void __launch_bounds__(256, 1) rnn_backward_persistent(
                     if (resident) s.tile[b_local * s.stride + c] = g;
                 }
             }
+            if (ahead) fetch(step + 1, b0);
         }
         if (!resident && !last) rnn_xp::arrive(counter);
     }
