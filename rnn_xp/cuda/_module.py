@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import hashlib
 from pathlib import Path
 from typing import Any
 
@@ -24,12 +25,26 @@ def name_expression(name: str, dtype: Any, template_args: tuple[int, ...] = ()) 
 
 
 @functools.cache
+def headers_digest() -> str:
+    """A hash of the included headers: CuPy's on-disk cache keys on the source text and the options only, so the
+    digest goes into the options (an edited header then compiles anew instead of reusing a stale binary)."""
+    digest = hashlib.sha256()
+    for header in sorted(SOURCE_DIR.glob("*.cuh")):
+        digest.update(header.name.encode() + b"\0" + header.read_bytes())
+    return digest.hexdigest()[:16]
+
+
+def compile_options() -> tuple[str, ...]:
+    return ("-std=c++17", f"-I{SOURCE_DIR}", f"-DRNN_XP_HEADERS_DIGEST=0x{headers_digest()}ULL")
+
+
+@functools.cache
 def _module(filename: str, expression: str, cooperative: bool) -> Any:
     import cupy
 
     return cupy.RawModule(
         code=(SOURCE_DIR / filename).read_text(),
-        options=("-std=c++17", f"-I{SOURCE_DIR}"),
+        options=compile_options(),
         name_expressions=[expression],
         enable_cooperative_groups=cooperative,
     )

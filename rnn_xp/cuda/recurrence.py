@@ -12,6 +12,7 @@ CuPy kernels; it checks what CuPy does not (dtype, shape, contiguity, device) be
 from __future__ import annotations
 
 import functools
+import warnings
 from typing import Any
 
 import numpy as np
@@ -70,7 +71,7 @@ def _forward_layer(
     steps, batch, hidden = (int(n) for n in states[0].shape)
     dtype = states[0].dtype
     directions = len(states)
-    weights = [_checked(w, "weight_hh", (hidden, hidden), dtype) for w in weights_hh]
+    weights = [_checked(cupy.ascontiguousarray(w), "weight_hh", (hidden, hidden), dtype) for w in weights_hh]
     h0s = [_checked(cupy.ascontiguousarray(h), "h0", (batch, hidden), dtype) for h in h0s]
     for s in states:
         _checked(s, "projection", (steps, batch, hidden), dtype)
@@ -128,14 +129,14 @@ def _backward_layer(
     directions = len(states)
     grads_in = [_checked(cupy.ascontiguousarray(g), "grad_states", (steps, batch, hidden), dtype) for g in grad_states]
     states = [_checked(cupy.ascontiguousarray(s), "states", (steps, batch, hidden), dtype) for s in states]
-    weights = [_checked(w, "weight_hh", (hidden, hidden), dtype) for w in weights_hh]
+    weights = [_checked(cupy.ascontiguousarray(w), "weight_hh", (hidden, hidden), dtype) for w in weights_hh]
     lengths, has_lengths = _lengths(mask, batch)
     relu = _I32(nonlinearity == "relu")
     grad_preacts = [cupy.empty((steps, batch, hidden), dtype=dtype) for _ in range(directions)]
     # The carried gradient d loss / d h_t, starting from grad_h_n; it ends as grad_h0.
     carries = [
         cupy.zeros((batch, hidden), dtype=dtype) if g is None
-        else cupy.array(_checked(g, "grad_h_n", (batch, hidden), dtype), copy=True, order="C")
+        else _checked(cupy.array(g, copy=True, order="C"), "grad_h_n", (batch, hidden), dtype)
         for g in grad_h_ns
     ]
     plan = _plan(directions, hidden, batch, dtype)
@@ -190,7 +191,28 @@ def _launch_persistent(name: str, dtype: Any, plan: _launch.PersistentPlan, *arg
 def _plan(directions: int, hidden: int, batch: int, dtype: Any) -> _launch.PersistentPlan | None:
     if _FORCE_STEP_KERNELS:
         return None
-    return _cached_plan(_device_id(), directions, hidden, batch, int(np.dtype(str(dtype)).itemsize))
+    plan = _cached_plan(_device_id(), directions, hidden, batch, int(np.dtype(str(dtype)).itemsize))
+    if plan is None or not _persistent_builds(str(dtype), plan.template_args):
+        return None
+    return plan
+
+
+@functools.cache
+def _persistent_builds(dtype: str, template_args: tuple[int, int]) -> bool:
+    """Whether both persistent kernels of this instance compile and load here; if not, one warning, and the
+    per-step path runs instead (CuPy before 14.2 needs a CUDA toolkit's libcudadevrt for cooperative modules)."""
+    try:
+        for name in _module.PERSISTENT_KERNELS:
+            _module.kernel(name, dtype, template_args)
+    except Exception as error:  # CuPy raises CompileException, CUDADriverError, OSError... depending on the cause
+        warnings.warn(
+            f"rnn_xp: the persistent CUDA kernels could not be built ({type(error).__name__}: {error}); "
+            "using the per-step path (cuBLAS GEMM + fused epilogue) instead",
+            RuntimeWarning,
+            stacklevel=4,
+        )
+        return False
+    return True
 
 
 @functools.lru_cache(maxsize=1024)
