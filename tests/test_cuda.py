@@ -178,22 +178,25 @@ def test_kernels_match_generic_path(case: dict[str, Any], monkeypatch: pytest.Mo
         assert_close(kernels["grads"][name], generic["grads"][name], rtol=1e-10)
 
 
-def _compare_sizes(steps: int, batch: int, hidden: int, *, bidirectional: bool, dtype: str, rtol: float) -> None:
-    """Kernel path on CuPy against the NumPy path, for one size (lengths and h0 included)."""
+def _compare_sizes(steps: int, batch: int, hidden: int, *, bidirectional: bool, dtype: str, rtol: float,
+                   nonlinearity: str = "tanh", bias: bool = True, with_lengths: bool = True) -> None:
+    """Kernel path on CuPy against the NumPy path, for one size (h0 included)."""
     import cupy
 
     from rnn_xp.functional import rnn_backward, rnn_forward
 
     rng = np.random.default_rng(hidden * 1000 + batch)
-    params = random_params(rng, input_size=3, hidden_size=hidden, bidirectional=bidirectional, dtype=dtype)
+    params = random_params(rng, input_size=3, hidden_size=hidden, bidirectional=bidirectional, bias=bias, dtype=dtype)
     directions = 2 if bidirectional else 1
     x = rng.standard_normal((steps, batch, 3)).astype(dtype)
     h0 = rng.standard_normal((directions, batch, hidden)).astype(dtype)
-    lengths = rng.integers(1, steps + 1, size=batch)
+    lengths = rng.integers(1, steps + 1, size=batch) if with_lengths else None
     grad_out = rng.standard_normal((steps, batch, directions * hidden)).astype(dtype)
     results = []
     for to in (np.asarray, cupy.asarray):
-        out, h_n, cache = rnn_forward(to(x), {k: to(v) for k, v in params.items()}, to(h0), lengths=lengths)
+        out, h_n, cache = rnn_forward(
+            to(x), {k: to(v) for k, v in params.items()}, to(h0), lengths=lengths, nonlinearity=nonlinearity
+        )
         grad_x, grad_h0, grads = rnn_backward(cache, to(grad_out), to(h_n))
         results.append((out, h_n, grad_x, grad_h0, grads))
     cpu, gpu = results
@@ -231,11 +234,23 @@ def test_single_step_sequence(dtype: str) -> None:
 
 @pytest.mark.gpu
 @pytest.mark.parametrize("past", [0, 1])
-@pytest.mark.parametrize(("bidirectional", "dtype"), [(False, "float32"), (True, "float32"), (True, "float64")])
+@pytest.mark.parametrize(
+    ("bidirectional", "dtype"), [(False, "float32"), (True, "float32"), (False, "float64"), (True, "float64")]
+)
 def test_kernels_at_the_persistent_limit(past: int, bidirectional: bool, dtype: str) -> None:
     """At the largest H the persistent kernel takes, and one past it (the per-step kernels)."""
     hidden = _persistent_limit(2 if bidirectional else 1, np.dtype(dtype).itemsize) + past
     _compare_sizes(3, 2, hidden, bidirectional=bidirectional, dtype=dtype, rtol=1e-5 if dtype == "float32" else 1e-10)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("bidirectional", [False, True])
+@pytest.mark.parametrize(("nonlinearity", "bias", "with_lengths"), [("tanh", True, True), ("relu", False, False)])
+def test_kernels_at_large_persistent_sizes(bidirectional: bool, nonlinearity: str, bias: bool,
+                                           with_lengths: bool) -> None:
+    """H=1024, B=64: several batch groups and slices, tiles per group > 1 with two directions."""
+    _compare_sizes(6, 64, 1024, bidirectional=bidirectional, dtype="float32", rtol=1e-5, nonlinearity=nonlinearity,
+                   bias=bias, with_lengths=with_lengths)
 
 
 @pytest.mark.gpu
@@ -253,6 +268,8 @@ def test_step_path_on_small_sizes(hidden: int, bidirectional: bool, monkeypatch:
 
     monkeypatch.setattr(recurrence, "_FORCE_STEP_KERNELS", True)
     _compare_sizes(6, 5, hidden, bidirectional=bidirectional, dtype="float64", rtol=1e-10)
+    _compare_sizes(6, 5, hidden, bidirectional=bidirectional, dtype="float64", rtol=1e-10, nonlinearity="relu",
+                   bias=False, with_lengths=False)
 
 
 @pytest.mark.gpu

@@ -35,12 +35,21 @@ __device__ __forceinline__ Pack<T> load_pack(const T* address) {
 }
 
 // 16 bytes global -> shared without passing through registers or L1; both addresses 16-byte aligned.
+// (Without __CUDA_ARCH__ these are the CPU emulation's: tests/cuda_emulation compiles this file with g++.)
 __device__ __forceinline__ void copy_async_16(void* shared, const void* global) {
+#ifdef __CUDA_ARCH__
     const unsigned int address = static_cast<unsigned int>(__cvta_generic_to_shared(shared));
     asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"(address), "l"(global) : "memory");
+#else
+    __builtin_memcpy(shared, global, 16);
+#endif
 }
 
-__device__ __forceinline__ void copy_async_wait() { asm volatile("cp.async.wait_all;\n" ::: "memory"); }
+__device__ __forceinline__ void copy_async_wait() {
+#ifdef __CUDA_ARCH__
+    asm volatile("cp.async.wait_all;\n" ::: "memory");
+#endif
+}
 
 // Shared-memory geometry of one block; `padded` (the reduction length) is a multiple of kWarps * Pack<T>::n.
 template <typename T, int TB, int LB>
@@ -149,9 +158,13 @@ __device__ __forceinline__ void arrive(unsigned int* counter) {
 }
 
 __device__ __forceinline__ unsigned int load_acquire(const unsigned int* address) {
+#ifdef __CUDA_ARCH__
     unsigned int value;
     asm volatile("ld.acquire.gpu.global.u32 %0, [%1];\n" : "=r"(value) : "l"(address) : "memory");
     return value;
+#else
+    return atomicAdd(const_cast<unsigned int*>(address), 0u);
+#endif
 }
 
 __device__ __forceinline__ void wait_for(const unsigned int* counter, unsigned int target) {
@@ -294,6 +307,7 @@ __global__ void __launch_bounds__(256, 1) rnn_backward_persistent(
             (col0 + c < hidden && j < hidden) ? weight[static_cast<size_t>(j) * hidden + col0 + c] : T(0);
     }
     for (int i = threadIdx.x; i < Tl::kBatch * s.stride; i += blockDim.x) s.tile[i] = T(0);
+    __syncthreads();  // the zeroed tile before the start below writes into it (resident case)
 
     // Start: carry = grad_h_n; g at the first visited step, for this block's columns.
     const int first = rnn_xp::time_index(0, steps, 1 - direction);

@@ -1,0 +1,199 @@
+"""The CUDA kernels on CPU fibers (tests/cuda_emulation): rnn_xp/cuda/recurrence.py, unchanged, with its kernels
+compiled by g++ from the unmodified .cu sources, against the NumPy loop. Marker ``cuda_emulated``; needs g++."""
+
+from __future__ import annotations
+
+import itertools
+import shutil
+import sys
+from collections import Counter
+from typing import Any
+
+import numpy as np
+import pytest
+from cuda_emulation import fake_cupy, launcher
+
+from rnn_xp import _inplace
+from rnn_xp.cuda import _launch, _module, recurrence
+
+pytestmark = [
+    pytest.mark.cuda_emulated,
+    pytest.mark.skipif(shutil.which("g++") is None, reason="the CUDA emulation needs g++"),
+]
+
+# A small device: problems of a few dozen units are cut into several slices, groups and tiles, as large ones are on
+# an H100; and one with an H100's numbers, where the same problems fit one block.
+DEVICES = {"tight": dict(sm_count=4, shared_optin=16 * 1024), "h100": dict(sm_count=132, shared_optin=227 * 1024)}
+
+
+class Emulated:
+    """The swapped-in CuPy and launcher, and a record of the kernels each call launched."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch, device: str) -> None:
+        self.cupy = fake_cupy.make_module(**DEVICES[device])
+        self.launched: Counter[str] = Counter()
+        monkeypatch.setitem(sys.modules, "cupy", self.cupy)
+        monkeypatch.setattr(_module, "kernel", self._kernel)
+        monkeypatch.setattr(_module, "_shared_set", {})
+        recurrence._cached_plan.cache_clear()
+        recurrence._persistent_builds.cache_clear()
+
+    def _kernel(self, name: str, dtype: Any, template_args: tuple[int, ...] = ()) -> Any:
+        function = launcher.kernel(name, dtype, template_args)
+        launched = self.launched
+
+        class Recording:
+            def __call__(self, *args: Any, **kwargs: Any) -> None:
+                launched[name] += 1
+                function(*args, **kwargs)
+
+            def __setattr__(self, attribute: str, value: Any) -> None:
+                setattr(function, attribute, value)
+
+        return Recording()
+
+    def on_device(self, array: np.ndarray) -> Any:
+        return self.cupy.asarray(np.array(array, copy=True))
+
+
+@pytest.fixture(params=list(DEVICES))
+def emulated(request: Any, monkeypatch: pytest.MonkeyPatch) -> Any:
+    yield Emulated(monkeypatch, request.param)
+    recurrence._cached_plan.cache_clear()
+    recurrence._persistent_builds.cache_clear()
+
+
+def _problem(steps: int, batch: int, hidden: int, directions: int, *, bias: bool, lengths: bool, dtype: str,
+             seed: int) -> dict[str, Any]:
+    rng = np.random.default_rng(seed)
+    scale = 1 / np.sqrt(hidden)
+
+    def draw(*shape: int) -> np.ndarray:
+        return rng.uniform(-1, 1, shape).astype(dtype)
+
+    lengths_array = rng.integers(1, steps + 1, size=batch) if lengths else None
+    mask = None if lengths_array is None else (np.arange(steps)[:, None] < lengths_array[None, :])[:, :, None]
+    return dict(
+        projections=[draw(steps, batch, hidden) for _ in range(directions)],
+        biases=[draw(hidden) if bias else None for _ in range(directions)],
+        weights=[(draw(hidden, hidden) * (2 * scale)).astype(dtype) for _ in range(directions)],
+        h0s=[draw(batch, hidden) for _ in range(directions)],
+        mask=mask,
+        grad_states=[draw(steps, batch, hidden) for _ in range(directions)],
+        grad_h_ns=[draw(batch, hidden) if seed % 2 else None for _ in range(directions)],
+    )
+
+
+def _run_both(emulated: Emulated, problem: dict[str, Any], nonlinearity: str) -> tuple[list[Any], list[Any]]:
+    """(kernel results, NumPy results): forward states, then backward grad_preacts and grad_h0s."""
+    results = []
+    for module, on in ((recurrence, emulated.on_device), (_inplace, np.array)):
+        states = module.forward_layer(
+            None, [on(p) for p in problem["projections"]],
+            [None if b is None else on(b) for b in problem["biases"]], [on(w) for w in problem["weights"]],
+            [on(h) for h in problem["h0s"]], None if problem["mask"] is None else on(problem["mask"]), nonlinearity,
+        )
+        grad_preacts, grad_h0s = module.backward_layer(
+            None, [on(g) for g in problem["grad_states"]], [on(np.asarray(s)) for s in states],
+            [on(w) for w in problem["weights"]], [None if g is None else on(g) for g in problem["grad_h_ns"]],
+            None if problem["mask"] is None else on(problem["mask"]), nonlinearity, None,
+        )
+        results.append([np.asarray(a) for a in [*states, *grad_preacts, *grad_h0s]])
+    return results[0], results[1]
+
+
+def _assert_close(got: list[np.ndarray], expected: list[np.ndarray], dtype: str) -> None:
+    rtol = 1e-5 if dtype == "float32" else 1e-12
+    for index, (a, b) in enumerate(zip(got, expected, strict=True)):
+        assert a.shape == b.shape
+        assert np.all(np.isfinite(a)), f"output {index} has unwritten (NaN) elements"
+        scale = max(1.0, float(np.max(np.abs(b))))
+        assert float(np.max(np.abs(a - b))) <= rtol * scale, (index, float(np.max(np.abs(a - b))))
+
+
+# A covering set: every (T, B, H) with the other switches rotating through their values.
+_SIZES = list(itertools.product((1, 2, 5), (1, 3, 6), (1, 5, 13, 33)))
+CASES = [
+    dict(steps=t, batch=b, hidden=h, directions=1 + (i % 2), nonlinearity=("tanh", "relu")[(i // 2) % 2],
+         bias=bool((i // 4) % 2), lengths=bool((i // 3) % 2), dtype=("float64", "float32")[(i // 5) % 2])
+    for i, (t, b, h) in enumerate(_SIZES)
+]
+
+
+def _case_id(case: dict[str, Any]) -> str:
+    flags = [case["nonlinearity"], case["dtype"][5:], "bi" if case["directions"] == 2 else "uni"]
+    flags += ["bias"] * case["bias"] + ["lengths"] * case["lengths"]
+    return f"T{case['steps']}-B{case['batch']}-H{case['hidden']}-" + "-".join(flags)
+
+
+@pytest.mark.parametrize("case", CASES, ids=[_case_id(c) for c in CASES])
+def test_kernels_match_the_numpy_loop(case: dict[str, Any], emulated: Emulated) -> None:
+    problem = _problem(case["steps"], case["batch"], case["hidden"], case["directions"], bias=case["bias"],
+                       lengths=case["lengths"], dtype=case["dtype"], seed=len(_case_id(case)))
+    got, expected = _run_both(emulated, problem, case["nonlinearity"])
+    _assert_close(got, expected, case["dtype"])
+    plan = recurrence._plan(case["directions"], case["hidden"], case["batch"], np.dtype(case["dtype"]))
+    persistent = plan is not None
+    assert (emulated.launched["rnn_forward_persistent"] == 1) == persistent, emulated.launched
+    assert (emulated.launched["rnn_forward_step"] == case["steps"] * case["directions"]) == (not persistent)
+
+
+@pytest.mark.parametrize("case", CASES[::3], ids=[_case_id(c) for c in CASES[::3]])
+def test_per_step_path_matches_the_numpy_loop(case: dict[str, Any], emulated: Emulated,
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(recurrence, "_FORCE_STEP_KERNELS", True)
+    problem = _problem(case["steps"], case["batch"], case["hidden"], case["directions"], bias=case["bias"],
+                       lengths=case["lengths"], dtype=case["dtype"], seed=3)
+    got, expected = _run_both(emulated, problem, case["nonlinearity"])
+    _assert_close(got, expected, case["dtype"])
+    assert emulated.launched["rnn_forward_persistent"] == 0
+    assert emulated.launched["rnn_backward_step"] == (case["steps"] + 1) * case["directions"]
+
+
+TILINGS = [  # (directions, hidden, batch, dtype) on the tight device, and the split each must produce
+    (1, 33, 6, "float32", dict(row_blocks=2, batch_groups=2, tiles_per_group=1)),
+    (2, 33, 6, "float32", dict(row_blocks=2, batch_groups=1, tiles_per_group=2)),
+    (1, 13, 6, "float32", dict(row_blocks=1, batch_groups=3, tiles_per_group=1)),
+    (1, 13, 3, "float64", dict(row_blocks=1, batch_groups=1, tiles_per_group=1)),
+]
+
+
+@pytest.mark.parametrize(("directions", "hidden", "batch", "dtype", "split"), TILINGS)
+def test_tilings_of_the_tight_device(directions: int, hidden: int, batch: int, dtype: str, split: dict[str, int],
+                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """Several slices per direction, several groups, several tiles per group, a tile narrower than the batch, and
+    one block owning everything (state kept in shared memory) all happen, and all match NumPy."""
+    emulated = Emulated(monkeypatch, "tight")
+    plan = recurrence._plan(directions, hidden, batch, np.dtype(dtype))
+    assert plan is not None
+    assert {key: getattr(plan, key) for key in split} == split
+    problem = _problem(5, batch, hidden, directions, bias=True, lengths=True, dtype=dtype, seed=11)
+    got, expected = _run_both(emulated, problem, "tanh")
+    _assert_close(got, expected, dtype)
+
+
+def test_persistent_path_is_deterministic_across_thread_orders(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The threads of a block run in different orders between barriers: results are bitwise equal."""
+    emulated = Emulated(monkeypatch, "tight")
+    problem = _problem(5, 6, 33, 2, bias=True, lengths=True, dtype="float32", seed=5)
+    runs = []
+    for seed in (0, 1, 2):
+        monkeypatch.setattr(launcher, "SHUFFLE_SEED", seed)
+        runs.append(_run_both(emulated, problem, "tanh")[0])
+    for other in runs[1:]:
+        for a, b in zip(runs[0], other, strict=True):
+            np.testing.assert_array_equal(a, b)
+
+
+def test_a_wrong_argument_kind_is_refused() -> None:
+    """A Python int where the kernel takes an int (CuPy would pass 64 bits), or an int where it takes a pointer."""
+    forward = launcher.kernel("rnn_forward_step", "float32")
+    assert forward.signature == "ppppipiiiii"
+    arrays = [np.zeros(4, np.float32)] * 4
+    lengths = np.ones(1, np.int32)
+    good = (*arrays, np.int32(0), lengths, np.int32(0), np.int32(0), np.int32(1), np.int32(4), np.int32(0))
+    forward((1,), (_launch.STEP_THREADS,), good)
+    with pytest.raises(TypeError, match=r"argument 7 must be numpy.int32; got int"):
+        forward((1,), (_launch.STEP_THREADS,), (*good[:7], 0, *good[8:]))
+    with pytest.raises(TypeError, match=r"argument 5 must be a C-contiguous array; got int32"):
+        forward((1,), (_launch.STEP_THREADS,), (*good[:5], np.int32(1), *good[6:]))
