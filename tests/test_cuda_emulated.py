@@ -197,3 +197,35 @@ def test_a_wrong_argument_kind_is_refused() -> None:
         forward((1,), (_launch.STEP_THREADS,), (*good[:7], 0, *good[8:]))
     with pytest.raises(TypeError, match=r"argument 5 must be a C-contiguous array; got int32"):
         forward((1,), (_launch.STEP_THREADS,), (*good[:5], np.int32(1), *good[6:]))
+
+
+def test_a_persistent_kernel_refuses_a_grid_other_than_its_plan(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A clamped cooperative grid would leave slices uncomputed and groups waiting: the kernel traps instead."""
+    emulated = Emulated(monkeypatch, "tight")
+    plan = recurrence._plan(1, 33, 6, np.dtype("float32"))
+    assert plan is not None and plan.grid > 1
+    smaller = _launch.PersistentPlan(**{**plan.__dict__, "grid": plan.grid - 1})
+    monkeypatch.setattr(recurrence, "_plan", lambda *args: smaller)
+    problem = _problem(3, 6, 33, 1, bias=True, lengths=False, dtype="float32", seed=2)
+    with pytest.raises(RuntimeError, match=r"refused its launch"):
+        _run_both(emulated, problem, "tanh")
+
+
+def test_falls_back_to_the_per_step_path_when_the_persistent_module_cannot_build(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    emulated = Emulated(monkeypatch, "tight")
+    working = _module.kernel
+
+    def failing(name: str, dtype: Any, template_args: tuple[int, ...] = ()) -> Any:
+        if name in _module.PERSISTENT_KERNELS:
+            msg = "cannot link libcudadevrt (as CuPy < 14.2 without a CUDA toolkit)"
+            raise OSError(msg)
+        return working(name, dtype, template_args)
+
+    monkeypatch.setattr(_module, "kernel", failing)
+    problem = _problem(4, 3, 13, 2, bias=True, lengths=True, dtype="float64", seed=4)
+    with pytest.warns(RuntimeWarning, match=r"persistent CUDA kernels could not be built.*per-step path"):
+        got, expected = _run_both(emulated, problem, "tanh")
+    _assert_close(got, expected, "float64")
+    assert emulated.launched["rnn_forward_step"] == 4 * 2 and emulated.launched["rnn_forward_persistent"] == 0

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 THREADS = 256  # 8 warps; matches __launch_bounds__(256, 1) and kWarps in the .cu files
 WARPS = THREADS // 32
 STEP_THREADS = 256  # the per-step epilogue kernels
+REGISTERS_PER_SM = 65536  # sm_80 .. sm_90
 LANE_SPLITS = (1, 2, 4, 8)  # LB: lanes of a warp along the batch (32 / LB along the hidden units)
 LANE_TILES = (1, 2, 4)  # TB: samples per lane
 # Cost model, in microseconds per time step, fitted to the persistent-vs-per-step probe on an H100

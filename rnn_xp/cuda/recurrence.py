@@ -175,14 +175,22 @@ def _backward_layer(
 def _plan_args(plan: _launch.PersistentPlan, steps: int, batch: int, hidden: int) -> tuple[Any, ...]:
     """The sizes and split that both persistent kernels take after their counters."""
     return (
-        _I32(steps), _I32(batch), _I32(hidden), _I32(plan.padded), _I32(plan.row_blocks), _I32(plan.batch_groups),
-        _I32(plan.tiles_per_group),
+        _I32(plan.grid // (plan.row_blocks * plan.batch_groups)), _I32(steps), _I32(batch), _I32(hidden),
+        _I32(plan.padded), _I32(plan.row_blocks), _I32(plan.batch_groups), _I32(plan.tiles_per_group),
     )
 
 
 def _launch_persistent(name: str, dtype: Any, plan: _launch.PersistentPlan, *args: Any) -> None:
-    """One cooperative launch of ``name<dtype, TB, LB>``: the plan's grid and dynamic shared memory."""
+    """One cooperative launch of ``name<dtype, TB, LB>``: the plan's grid and dynamic shared memory.
+
+    The grid (at most one block per SM) is co-resident only if one block fits on an SM; CuPy would otherwise clamp
+    a cooperative grid with a warning, and the blocks would wait for missing ones. Refuse that here.
+    """
     function = _module.kernel(name, dtype, plan.template_args)
+    registers = int(getattr(function, "num_regs", 0))
+    if registers * _launch.THREADS > _launch.REGISTERS_PER_SM:
+        msg = f"{name}: {registers} registers x {_launch.THREADS} threads do not fit one block on an SM"
+        raise RuntimeError(msg)
     expression = _module.name_expression(name, dtype, plan.template_args)
     _module.ensure_shared_memory(function, expression, _device_id(), plan.shared_bytes)
     function((plan.grid,), (_launch.THREADS,), args, shared_mem=plan.shared_bytes)

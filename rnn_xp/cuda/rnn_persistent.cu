@@ -148,6 +148,12 @@ __device__ __forceinline__ void load_tile(const Tiling<T, TB, LB>& s, const T* s
     }
 }
 
+// The launch must be the plan's: every slice of every group present (the blocks derive their work from blockIdx,
+// and wait for each other), and kWarps warps a block. Anything else stops the kernel with an error.
+__device__ __forceinline__ void check_launch(int blocks) {
+    if (gridDim.x != static_cast<unsigned int>(blocks) || blockDim.x != kWarps * kWarp) __trap();
+}
+
 // Blocks of one group: announce that this block's part of the step is in global memory / wait for all of it.
 __device__ __forceinline__ void arrive(unsigned int* counter) {
     __syncthreads();
@@ -186,13 +192,14 @@ __global__ void __launch_bounds__(256, 1) rnn_forward_persistent(
     T* states0, T* states1, const T* __restrict__ bias0, const T* __restrict__ bias1, int has_bias,
     const T* __restrict__ weight0, const T* __restrict__ weight1, const T* __restrict__ h0_0,
     const T* __restrict__ h0_1, const int* __restrict__ lengths, int has_lengths, unsigned int* counters,
-    int steps, int batch, int hidden, int padded, int row_blocks, int batch_groups, int tiles_per_group,
-    int relu) {
+    int directions, int steps, int batch, int hidden, int padded, int row_blocks, int batch_groups,
+    int tiles_per_group, int relu) {
     using Tl = Tiling<T, TB, LB>;
     extern __shared__ __align__(16) unsigned char shared_raw[];
     const Tl s(shared_raw, padded, false);
 
     const int per_direction = row_blocks * batch_groups;
+    rnn_xp::check_launch(directions * per_direction);
     const int direction = blockIdx.x / per_direction;
     const int group = (blockIdx.x % per_direction) / row_blocks;
     const int row0 = (blockIdx.x % row_blocks) * Tl::kRows;
@@ -278,13 +285,14 @@ __global__ void __launch_bounds__(256, 1) rnn_backward_persistent(
     const T* __restrict__ states1, const T* __restrict__ weight0, const T* __restrict__ weight1,
     const T* __restrict__ grad_h_n0, const T* __restrict__ grad_h_n1, T* grad_preact0, T* grad_preact1,
     T* grad_h0_0, T* grad_h0_1, const int* __restrict__ lengths, int has_lengths, unsigned int* counters,
-    int steps, int batch, int hidden, int padded, int row_blocks, int batch_groups, int tiles_per_group,
-    int relu) {
+    int directions, int steps, int batch, int hidden, int padded, int row_blocks, int batch_groups,
+    int tiles_per_group, int relu) {
     using Tl = Tiling<T, TB, LB>;
     extern __shared__ __align__(16) unsigned char shared_raw[];
     const Tl s(shared_raw, padded, true);
 
     const int per_direction = row_blocks * batch_groups;
+    rnn_xp::check_launch(directions * per_direction);
     const int direction = blockIdx.x / per_direction;
     const int group = (blockIdx.x % per_direction) / row_blocks;
     const int col0 = (blockIdx.x % row_blocks) * Tl::kRows;
@@ -401,11 +409,11 @@ __global__ void __launch_bounds__(256, 1) rnn_backward_persistent(
     template __global__ void rnn_forward_persistent<T, TB, LB>(T*, T*, const T*, const T*, int, const T*,        \
                                                                const T*, const T*, const T*, const int*, int,    \
                                                                unsigned int*, int, int, int, int, int, int, int,  \
-                                                               int);                                              \
+                                                               int, int);                                         \
     template __global__ void rnn_backward_persistent<T, TB, LB>(const T*, const T*, const T*, const T*, const T*, \
                                                                 const T*, const T*, const T*, T*, T*, T*, T*,    \
                                                                 const int*, int, unsigned int*, int, int, int,   \
-                                                                int, int, int, int, int);
+                                                                int, int, int, int, int, int);
 RNN_XP_INSTANTIATE(float, 1, 1)
 RNN_XP_INSTANTIATE(float, 4, 4)
 RNN_XP_INSTANTIATE(float, 2, 8)

@@ -85,6 +85,7 @@ struct Launch {
     void* body_argument = nullptr;
     std::mt19937 shuffle;
     bool shuffled = false;
+    std::string error;  // the first __trap() of the launch
 };
 
 inline Launch*& active() {
@@ -111,7 +112,11 @@ inline void syncthreads() {
 
 inline void entry() {
     Launch& launch = *active();
-    launch.body(launch.body_argument);
+    try {
+        launch.body(launch.body_argument);
+    } catch (const std::exception& failure) {  // __trap(): finish this thread, report after the launch
+        if (launch.error.empty()) launch.error = failure.what();
+    }
     self().state = State::kDone;
     swapcontext(&self().context, &launch.scheduler);
 }
@@ -195,6 +200,10 @@ inline void run(dim3 grid, dim3 block, std::size_t shared_bytes, void (*body)(vo
         bool unfinished = false;
         for (const Fiber& fiber : launch.fibers) unfinished |= fiber.state != State::kDone;
         if (!unfinished) break;
+        if (!launch.error.empty()) {  // a trapped kernel: the others may wait for it forever
+            active() = nullptr;
+            throw std::runtime_error(launch.error);
+        }
         if (!progressed && blocks.size() == grid.x) {
             active() = nullptr;
             throw std::runtime_error("deadlock: every unfinished thread waits at a barrier");
@@ -249,6 +258,7 @@ const char* signature(void (*)(A...)) {
 #define gridDim (::emu::active()->grid)
 
 inline void __syncthreads() { ::emu::syncthreads(); }
+[[noreturn]] inline void __trap() { throw std::runtime_error("__trap(): the kernel refused its launch"); }
 inline void __threadfence() {}
 
 // Atomics are where a spinning thread must let the others run.
