@@ -3,7 +3,7 @@
 #
 # On the development machine first:  ../shared/tools/gpu-wheels.sh     (array-api-compat/-strict into .whl/)
 # Then one device run, carry [".whl"], command:   bash tools/gpu_session.sh all 0.3
-#   mode: tests | probe | train | bench | all      seconds: timing budget per implementation and row of the sweep
+#   mode: tests | probe | train | bench | all, or several joined by commas (tests,probe)      seconds: timing budget per implementation and row of the sweep
 # Writes (inside the archive): info.json, gpu-tests.log/.xml, the sweep's <gpu>-cuda.{json,md} and PNGs,
 # the probes' JSON and the Nsight Compute report of the persistent kernels at H=512, B=64.
 # Exit status: non-zero if any GPU test failed, or if any would have skipped (RNN_XP_REQUIRE_GPU=1 turns a
@@ -26,19 +26,20 @@ python3 -m rnn_xp info --json > "$work/info.json"
 python3 -m rnn_xp info
 status=0
 pack() { tar -czf "$out/gpu-session.tgz" -C "$work" . ; }
+wants() { [ "$mode" = all ] || [[ ",$mode," == *",$1,"* ]]; }
 trap pack EXIT
-if [ "$mode" = tests ] || [ "$mode" = all ]; then
-    timeout -k 10 -s INT "${TESTS_LIMIT:-400}" python3 -m pytest -q -m gpu tests/ -p no:cacheprovider -rfE \
+if wants tests; then
+    timeout -k 10 -s INT "${TESTS_LIMIT:-400}" python3 -m pytest -q -m "gpu or cuda_emulated" tests/ -p no:cacheprovider -rfE \
         --timeout=120 --timeout-method=thread --junitxml="$work/gpu-tests.xml" 2>&1 \
         | tee "$work/gpu-tests.log" | grep -vE '^\.+ *\[' 
     status=${PIPESTATUS[0]}
     tail -n 3 "$work/gpu-tests.log"
 fi
-if [ "$mode" = probe ] || [ "$mode" = all ]; then
+if wants probe; then
     for probe in ${PROBES:-latency crossover overhead}; do
         timeout -s INT "${PROBE_LIMIT:-150}" python3 bench/gpu_probe.py "$probe" --out "$work" | head -n 45 || status=1
     done
-    if command -v ncu >/dev/null; then
+    if command -v ncu >/dev/null && [ "${NCU:-1}" = 1 ]; then
         # The persistent kernels at H=512, B=64 (the issue's profile point) and at H=128, B=1 (the latency case).
         for size in "512 64" "128 1"; do
             set -- $size
@@ -52,14 +53,14 @@ if [ "$mode" = probe ] || [ "$mode" = all ]; then
         done
     fi
 fi
-if [ "$mode" = train ] || [ "$mode" = all ]; then
+if wants train; then
     # The charlm example on the GPU and on this machine's CPU, same configuration and time budget.
     for device in cuda cpu; do
         timeout "${TRAIN_LIMIT:-90}" python3 -m rnn_xp train charlm --device "$device" --minutes 0.5 \
             --eval-every-s 1000 --out "$work/charlm-$device" 2>&1 | tail -n 2
     done
 fi
-if [ "$mode" = bench ] || [ "$mode" = all ]; then
+if wants bench; then
     name=$(python3 -c "import cupy, re; n = cupy.cuda.runtime.getDeviceProperties(0)['name']; n = n.decode() if isinstance(n, bytes) else n; print(re.sub(r'[^a-z0-9]+', '-', n.lower()).strip('-'))")
     # SIGINT at the limit: the sweep keeps (and writes) the rows it finished.
     timeout -k 10 -s INT "${BENCH_LIMIT:-540}" python3 -m rnn_xp bench --device cuda --max-seconds "$seconds" \
