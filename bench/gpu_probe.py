@@ -57,15 +57,19 @@ def _layers(steps: int, batch: int, hidden: int, input_size: int = 64, bidirecti
 def forward_times(steps: int, batch: int, hidden: int, *, force_step: bool = False) -> dict[str, float]:
     import torch
 
-    from rnn_xp.cuda import recurrence
+    from rnn_xp.loops.cuda import CudaLoop
 
     ours, x, reference, x_torch = _layers(steps, batch, hidden)
-    saved = recurrence._FORCE_STEP_KERNELS
-    recurrence._FORCE_STEP_KERNELS = force_step
-    try:
+    if force_step:  # the per-step path at every size, through the core with an explicit loop
+        from rnn_xp._selection import namespace_of
+        from rnn_xp.functional import _core
+
+        params = ours.state_dict()
+        xp = namespace_of(x)
+        loop = CudaLoop(persistent=False)
+        t_ours = _time(lambda: _core.forward(xp, loop, x, params, ours.layout, None, None, "tanh", []))
+    else:
         t_ours = _time(lambda: ours(x))
-    finally:
-        recurrence._FORCE_STEP_KERNELS = saved
     with torch.no_grad():
         t_torch = _time(lambda: reference(x_torch))
     return {"rnn_xp": t_ours, "torch-cudnn": t_torch}

@@ -10,8 +10,8 @@ from typing import Any
 import numpy as np
 from array_api_compat import device as device_of
 
-from rnn_xp._backend import is_numpy
 from rnn_xp._device import to_numpy
+from rnn_xp._selection import is_numpy
 from rnn_xp.params import ParamLayout
 
 NONLINEARITIES = ("tanh", "relu")
@@ -42,6 +42,16 @@ def check_nonlinearity(nonlinearity: Any) -> str:
         msg = f"nonlinearity must be one of {NONLINEARITIES}; got {nonlinearity!r}"
         raise ValueError(msg)
     return str(nonlinearity)
+
+
+LOOPS = ("auto", "generic")
+
+
+def check_loop(loop: Any) -> str:
+    if not isinstance(loop, str) or loop not in LOOPS:
+        msg = f"loop must be one of {LOOPS}; got {loop!r}"
+        raise ValueError(msg)
+    return loop
 
 
 def check_dropout(dropout: Any) -> float:
@@ -210,7 +220,7 @@ def _lengths_to_numpy(xp: Any, lengths: Any) -> np.ndarray:
         return np.asarray(lengths)
     if isinstance(lengths, np.ndarray):
         return lengths
-    from rnn_xp._backend import namespace_of
+    from rnn_xp._selection import namespace_of
 
     if namespace_of(lengths, argname="lengths") is not xp and not is_numpy(namespace_of(lengths)):
         msg = (
@@ -224,7 +234,7 @@ def _lengths_to_numpy(xp: Any, lengths: Any) -> np.ndarray:
 def check_grad(
     xp: Any, grad: Any, argname: str, expected_shape: tuple[int, ...], *, dtype: Any, device: Any
 ) -> None:
-    from rnn_xp._backend import namespace_of
+    from rnn_xp._selection import namespace_of
 
     if namespace_of(grad, argname=argname) is not xp:
         msg = f"{argname} must be an array of the forward's namespace {xp.__name__}; got {type(grad).__name__}"

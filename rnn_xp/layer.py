@@ -8,17 +8,18 @@ from typing import Any
 import numpy as np
 from array_api_compat import device as device_of
 
-from rnn_xp._backend import namespace_of
 from rnn_xp._checks import (
     check_bool,
     check_call,
     check_dropout,
     check_dtype_name,
+    check_loop,
     check_nonlinearity,
     check_positive_int,
     check_seed,
 )
 from rnn_xp._device import from_numpy, namespace_for, parse_device, to_numpy
+from rnn_xp._selection import namespace_of
 from rnn_xp.functional import ForwardCache, rnn_backward, run_forward
 from rnn_xp.params import ParamLayout, init_params
 
@@ -43,6 +44,9 @@ class RNN:
     dtype : {"float32", "float64"}
     seed : int, optional
         Seeds the initialisation (U(-1/sqrt(H), 1/sqrt(H)), torch's) and the dropout masks.
+    loop : {"auto", "generic"}
+        The time loop (see :func:`rnn_xp.functional.rnn_forward`): "generic" runs the Array-API loop even where
+        a fast path exists (the benchmark's generic peer).
 
     Examples
     --------
@@ -69,6 +73,7 @@ class RNN:
         device: str = "cpu",
         dtype: str = "float32",
         seed: int | None = None,
+        loop: str = "auto",
     ) -> None:
         self.layout = ParamLayout(
             input_size=check_positive_int(input_size, "input_size"),
@@ -81,6 +86,7 @@ class RNN:
         self.batch_first = check_bool(batch_first, "batch_first")
         self.dropout = check_dropout(dropout)
         self.dtype = check_dtype_name(dtype)
+        self.loop = check_loop(loop)
         seed = check_seed(seed)
         self._device = parse_device(device)
         self._xp = namespace_for(self._device)
@@ -251,7 +257,9 @@ class RNN:
         )
         dropout = self.dropout if self.training else 0.0
         seed = int(self._dropout_rng.integers(2**63)) if dropout > 0.0 else None
-        out, h_n, cache = run_forward(xp, call, self._params, self.layout, self.nonlinearity, dropout, seed)
+        out, h_n, cache = run_forward(
+            xp, call, self._params, self.layout, self.nonlinearity, dropout, seed, self.loop
+        )
         self._cache = cache
         return out, h_n
 

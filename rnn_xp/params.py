@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from rnn_xp._backend import namespace_of
+from rnn_xp._selection import namespace_of
 
 _NAME = re.compile(r"^(weight_ih|weight_hh|bias_ih|bias_hh)_l(\d+)(_reverse)?$")
 

@@ -107,23 +107,23 @@ def test_step_grid_covers_every_output() -> None:
 
 
 def test_force_generic_environment_variable_is_read_at_import() -> None:
-    code = "import rnn_xp._backend as b; print(b.FORCE_GENERIC)"
+    code = "import rnn_xp._selection as b; print(b.FORCE_GENERIC)"
     for value, expected in (("1", "True"), ("0", "False"), ("", "False")):
         env = {**os.environ, "RNN_XP_FORCE_GENERIC": value}
         out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
         assert out.stdout.strip() == expected
 
 
-def test_numpy_dispatch_is_unaffected_by_the_cuda_switch(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_numpy_selection_is_unaffected_by_the_cuda_switch(monkeypatch: pytest.MonkeyPatch) -> None:
     import array_api_compat.numpy as xp
 
-    import rnn_xp._backend as backend
-    from rnn_xp import _inplace
-    from rnn_xp.functional import _recurrence
+    import rnn_xp._selection as selection
+    from rnn_xp.loops import generic, numpy_inplace
 
-    monkeypatch.setattr(backend, "FORCE_GENERIC", True)
-    assert backend.recurrence_for(xp) is _inplace
-    assert backend.recurrence_for(xp, truncated=True) is _recurrence
+    monkeypatch.setattr(selection, "FORCE_GENERIC", True)
+    assert selection.select_loop(xp) is numpy_inplace
+    assert selection.select_loop(xp, generic=True) is generic
+    assert generic.TRUNCATES and not numpy_inplace.TRUNCATES
 
 
 # -- GPU -----------------------------------------------------------------------------------------------------------
@@ -131,23 +131,17 @@ def _cupy() -> Any:
     return pytest.importorskip("array_api_compat.cupy")
 
 
-def _generic(monkeypatch: pytest.MonkeyPatch) -> None:
-    import rnn_xp._backend as backend
-
-    monkeypatch.setattr(backend, "FORCE_GENERIC", True)
-
-
 @pytest.mark.gpu
-def test_cupy_dispatch_picks_the_kernels(monkeypatch: pytest.MonkeyPatch) -> None:
-    import rnn_xp._backend as backend
-    from rnn_xp.cuda import recurrence
-    from rnn_xp.functional import _recurrence
+def test_cupy_selection_picks_the_kernels(monkeypatch: pytest.MonkeyPatch) -> None:
+    import rnn_xp._selection as selection
+    from rnn_xp.loops import generic
+    from rnn_xp.loops.cuda import CudaLoop
 
     xp = _cupy()
-    assert backend.recurrence_for(xp) is recurrence
-    assert backend.recurrence_for(xp, truncated=True) is _recurrence
-    monkeypatch.setattr(backend, "FORCE_GENERIC", True)
-    assert backend.recurrence_for(xp) is _recurrence
+    assert isinstance(selection.select_loop(xp), CudaLoop)
+    assert selection.select_loop(xp, generic=True) is generic
+    monkeypatch.setattr(selection, "FORCE_GENERIC", True)
+    assert selection.select_loop(xp) is generic
 
 
 @pytest.mark.gpu
@@ -170,8 +164,7 @@ def test_kernels_match_generic_path(case: dict[str, Any], monkeypatch: pytest.Mo
     xp = _cupy()
     data = make_case(case, seed=1)
     kernels = run_rnn_xp(xp, case, data)
-    _generic(monkeypatch)
-    generic = run_rnn_xp(xp, case, data)
+    generic = run_rnn_xp(xp, case, data, loop="generic")
     for name in ("out", "h_n", "grad_x", "grad_h0"):
         assert_close(kernels[name], generic[name], rtol=1e-10)
     for name in generic["grads"]:
@@ -264,9 +257,10 @@ def test_kernels_around_batch_tile_limits(batch: int) -> None:
 @pytest.mark.parametrize("hidden", [1, 33, 256])
 @pytest.mark.parametrize("bidirectional", [False, True])
 def test_step_path_on_small_sizes(hidden: int, bidirectional: bool, monkeypatch: pytest.MonkeyPatch) -> None:
-    from rnn_xp.cuda import recurrence
+    import rnn_xp.functional as functional
+    from rnn_xp.loops.cuda import CudaLoop
 
-    monkeypatch.setattr(recurrence, "_FORCE_STEP_KERNELS", True)
+    monkeypatch.setattr(functional, "select_loop", lambda xp, generic=False: CudaLoop(persistent=False))
     _compare_sizes(6, 5, hidden, bidirectional=bidirectional, dtype="float64", rtol=1e-10)
     _compare_sizes(6, 5, hidden, bidirectional=bidirectional, dtype="float64", rtol=1e-10, nonlinearity="relu",
                    bias=False, with_lengths=False)

@@ -13,8 +13,9 @@ import numpy as np
 import pytest
 from cuda_emulation import fake_cupy, launcher
 
-from rnn_xp import _inplace
 from rnn_xp.cuda import _launch, _module, recurrence
+from rnn_xp.loops import numpy_inplace
+from rnn_xp.loops.cuda import CudaLoop
 
 pytestmark = [
     pytest.mark.cuda_emulated,
@@ -84,10 +85,11 @@ def _problem(steps: int, batch: int, hidden: int, directions: int, *, bias: bool
     )
 
 
-def _run_both(emulated: Emulated, problem: dict[str, Any], nonlinearity: str) -> tuple[list[Any], list[Any]]:
+def _run_both(emulated: Emulated, problem: dict[str, Any], nonlinearity: str, *,
+              persistent: bool = True) -> tuple[list[Any], list[Any]]:
     """(kernel results, NumPy results): forward states, then backward grad_preacts and grad_h0s."""
     results = []
-    for module, on in ((recurrence, emulated.on_device), (_inplace, np.array)):
+    for module, on in ((CudaLoop(persistent), emulated.on_device), (numpy_inplace, np.array)):
         states = module.forward_layer(
             None, [on(p) for p in problem["projections"]],
             [None if b is None else on(b) for b in problem["biases"]], [on(w) for w in problem["weights"]],
@@ -139,12 +141,10 @@ def test_kernels_match_the_numpy_loop(case: dict[str, Any], emulated: Emulated) 
 
 
 @pytest.mark.parametrize("case", CASES[::3], ids=[_case_id(c) for c in CASES[::3]])
-def test_per_step_path_matches_the_numpy_loop(case: dict[str, Any], emulated: Emulated,
-                                              monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(recurrence, "_FORCE_STEP_KERNELS", True)
+def test_per_step_path_matches_the_numpy_loop(case: dict[str, Any], emulated: Emulated) -> None:
     problem = _problem(case["steps"], case["batch"], case["hidden"], case["directions"], bias=case["bias"],
                        lengths=case["lengths"], dtype=case["dtype"], seed=3)
-    got, expected = _run_both(emulated, problem, case["nonlinearity"])
+    got, expected = _run_both(emulated, problem, case["nonlinearity"], persistent=False)
     _assert_close(got, expected, case["dtype"])
     assert emulated.launched["rnn_forward_persistent"] == 0
     assert emulated.launched["rnn_backward_step"] == (case["steps"] + 1) * case["directions"]

@@ -10,9 +10,7 @@ A peer that cannot run (not installed, no GPU, unsupported case) says why in :me
 
 from __future__ import annotations
 
-import contextlib
 import importlib.util
-from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -70,7 +68,7 @@ class RnnXp(Peer):
 
         self.rnn = rnn_xp.RNN(
             case.input_size, case.hidden, num_layers=case.num_layers, bidirectional=case.bidirectional,
-            device=self.device, dtype=str(x.dtype), seed=0,
+            device=self.device, dtype=str(x.dtype), seed=0, loop="generic" if self.generic else "auto",
         ).eval()
         self.rnn.load_state_dict(weights)
         xp = self.rnn.xp
@@ -78,13 +76,11 @@ class RnnXp(Peer):
         self.lengths = case.lengths()
 
     def forward(self) -> None:
-        with _generic_path(self.generic):
-            self._out, _ = self.rnn(self.x, lengths=self.lengths)
+        self._out, _ = self.rnn(self.x, lengths=self.lengths)
 
     def train_step(self) -> None:
-        with _generic_path(self.generic):
-            self.rnn(self.x, lengths=self.lengths)
-            self.rnn.backward(self.grad_out)
+        self.rnn(self.x, lengths=self.lengths)
+        self.rnn.backward(self.grad_out)
 
     def output(self) -> np.ndarray:
         from rnn_xp._device import to_numpy
@@ -208,19 +204,6 @@ class NumpyLoop(Peer):
     def output(self) -> np.ndarray:
         self.forward()
         return self._out
-
-
-@contextlib.contextmanager
-def _generic_path(on: bool) -> Iterator[None]:
-    """Force the generic Array-API loop (what RNN_XP_FORCE_GENERIC=1 does) for the calls inside."""
-    import rnn_xp._backend as backend
-
-    saved = backend.FORCE_GENERIC
-    backend.FORCE_GENERIC = on or saved
-    try:
-        yield
-    finally:
-        backend.FORCE_GENERIC = saved
 
 
 def cuda_event_timer(call: Any, synchronize: Any) -> float:

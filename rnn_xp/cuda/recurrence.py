@@ -1,12 +1,12 @@
-"""The CuPy time loop: fused RawKernels behind the interface of :mod:`rnn_xp.functional._recurrence`.
+"""The CuPy time loop: fused RawKernels behind the interface of :class:`rnn_xp.loops.TimeLoop`.
 
 - persistent kernels (one launch per layer, both directions) when W_hh fits in the SMs' shared memory (see
   :func:`rnn_xp.cuda._launch.persistent_plan` and ``rnn_persistent.cu``);
 - otherwise, per step and direction, one cuBLAS GEMM for the recurrent product and one fused epilogue kernel.
 
-The input projection and the weight gradients stay cuBLAS GEMMs in :mod:`rnn_xp.functional._core`. Truncated BPTT
-is routed to the generic loop by :func:`rnn_xp._backend.recurrence_for`. This module is the only one that calls
-CuPy kernels; it checks what CuPy does not (dtype, shape, contiguity, device) before every launch.
+The input projection and the weight gradients stay cuBLAS GEMMs in :mod:`rnn_xp.functional._core`; truncated BPTT
+runs on the generic loop. This module is the only one that calls CuPy kernels; it checks what CuPy does not (dtype,
+shape, contiguity, device) before every launch.
 """
 
 from __future__ import annotations
@@ -21,40 +21,36 @@ from rnn_xp.cuda import _launch, _module
 
 _I32 = np.int32
 
-# Tests flip this to run the per-step path on sizes the persistent kernels would take.
-_FORCE_STEP_KERNELS = False
-
 
 def forward_layer(
-    xp: Any,
     projections: list[Any],
     biases: list[Any | None],
     weights_hh: list[Any],
     h0s: list[Any],
     mask: Any | None,
     nonlinearity: str,
+    *,
+    persistent: bool = True,
 ) -> list[Any]:
-    """Run the recurrence of one layer (all directions); see the module docstring."""
+    """Run the recurrence of one layer (all directions); see the module docstring and
+    :class:`rnn_xp.loops.TimeLoop`. ``persistent=False`` forces the per-step path."""
     with projections[0].device:
-        return _forward_layer(projections, biases, weights_hh, h0s, mask, nonlinearity)
+        return _forward_layer(projections, biases, weights_hh, h0s, mask, nonlinearity, persistent)
 
 
 def backward_layer(
-    xp: Any,
     grad_states: list[Any],
     states: list[Any],
     weights_hh: list[Any],
     grad_h_ns: list[Any | None],
     mask: Any | None,
     nonlinearity: str,
-    truncate: int | None,
+    *,
+    persistent: bool = True,
 ) -> tuple[list[Any], list[Any]]:
-    """Back-propagate through the recurrence of one layer (all directions); see the module docstring."""
-    if truncate is not None:
-        msg = "the CUDA kernels do not truncate; rnn_xp._backend routes truncated BPTT to the generic loop"
-        raise ValueError(msg)
+    """Back-propagate through the recurrence of one layer (all directions), without truncation."""
     with states[0].device:
-        return _backward_layer(grad_states, states, weights_hh, grad_h_ns, mask, nonlinearity)
+        return _backward_layer(grad_states, states, weights_hh, grad_h_ns, mask, nonlinearity, persistent)
 
 
 def _forward_layer(
@@ -64,6 +60,7 @@ def _forward_layer(
     h0s: list[Any],
     mask: Any | None,
     nonlinearity: str,
+    persistent: bool,
 ) -> list[Any]:
     import cupy
 
@@ -81,7 +78,7 @@ def _forward_layer(
     ] * directions
     lengths, has_lengths = _lengths(mask, batch)
     relu = _I32(nonlinearity == "relu")
-    plan = _plan(directions, hidden, batch, dtype)
+    plan = _plan(directions, hidden, batch, dtype) if persistent else None
     if plan is not None:
         second = 1 if directions == 2 else 0
         _launch_persistent(
@@ -121,6 +118,7 @@ def _backward_layer(
     grad_h_ns: list[Any | None],
     mask: Any | None,
     nonlinearity: str,
+    persistent: bool,
 ) -> tuple[list[Any], list[Any]]:
     import cupy
 
@@ -139,7 +137,7 @@ def _backward_layer(
         else _checked(cupy.array(g, copy=True, order="C"), "grad_h_n", (batch, hidden), dtype)
         for g in grad_h_ns
     ]
-    plan = _plan(directions, hidden, batch, dtype)
+    plan = _plan(directions, hidden, batch, dtype) if persistent else None
     if plan is not None:
         second = 1 if directions == 2 else 0
         grad_h0s = [cupy.empty((batch, hidden), dtype=dtype) for _ in range(directions)]
@@ -197,8 +195,6 @@ def _launch_persistent(name: str, dtype: Any, plan: _launch.PersistentPlan, *arg
 
 
 def _plan(directions: int, hidden: int, batch: int, dtype: Any) -> _launch.PersistentPlan | None:
-    if _FORCE_STEP_KERNELS:
-        return None
     plan = _cached_plan(_device_id(), directions, hidden, batch, int(np.dtype(str(dtype)).itemsize))
     if plan is None or not _persistent_builds(str(dtype), plan.template_args):
         return None

@@ -24,16 +24,17 @@ from typing import Any
 
 from array_api_compat import device as device_of
 
-from rnn_xp._backend import namespace_of
 from rnn_xp._checks import (
     check_bool,
     check_call,
     check_dropout,
     check_grad,
+    check_loop,
     check_nonlinearity,
     check_seed,
     check_truncate,
 )
+from rnn_xp._selection import namespace_of, select_loop
 from rnn_xp.functional import _core
 from rnn_xp.functional._core import ForwardCache
 from rnn_xp.functional._dropout import dropout_masks
@@ -53,6 +54,7 @@ def rnn_forward(
     dropout: float = 0.0,
     training: bool = False,
     seed: int | None = None,
+    loop: str = "auto",
 ) -> tuple[Any, Any, ForwardCache]:
     """Run a stacked (bi)directional Elman RNN, exactly as ``torch.nn.RNN`` does.
 
@@ -75,6 +77,9 @@ def rnn_forward(
     training : bool
     seed : int, optional
         Seed of the dropout masks (a fresh one is drawn when omitted).
+    loop : {"auto", "generic"}
+        The time loop: the fastest for the arrays' namespace (NumPy's in-place loop, CuPy's kernels), or the
+        generic Array-API loop everywhere (benchmarks, debugging). The backward uses the forward's.
 
     Returns
     -------
@@ -97,11 +102,12 @@ def rnn_forward(
     training = check_bool(training, "training")
     dropout = check_dropout(dropout)
     seed = check_seed(seed)
+    loop = check_loop(loop)
     first = parameters[layout.names()[0]]
     call = check_call(
         xp, x, h0, lengths, layout, batch_first=batch_first, dtype=first.dtype, device=device_of(first)
     )
-    return run_forward(xp, call, parameters, layout, nonlinearity, dropout if training else 0.0, seed)
+    return run_forward(xp, call, parameters, layout, nonlinearity, dropout if training else 0.0, seed, loop)
 
 
 def run_forward(
@@ -112,6 +118,7 @@ def run_forward(
     nonlinearity: str,
     dropout: float,
     seed: int | None,
+    loop: str = "auto",
 ) -> tuple[Any, Any, ForwardCache]:
     """Forward on inputs already validated by :func:`rnn_xp._checks.check_call` (the layer's entry)."""
     masks: list[Any] = []
@@ -125,7 +132,8 @@ def run_forward(
             dtype=call.x.dtype,
             device=device_of(call.x),
         )
-    out, h_n, cache = _core.forward(xp, call.x, params, layout, call.h0, call.mask, nonlinearity, masks)
+    time_loop = select_loop(xp, generic=loop == "generic")
+    out, h_n, cache = _core.forward(xp, time_loop, call.x, params, layout, call.h0, call.mask, nonlinearity, masks)
     if call.unbatched:
         out, h_n = out[:, 0, :], h_n[:, 0, :]
     elif call.batch_first:

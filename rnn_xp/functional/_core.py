@@ -1,8 +1,9 @@
 """Forward and backward through a stack of layers and directions, on already-validated arrays.
 
 Shapes here are always time-major and batched: x (T, B, I), h0 (L*D, B, H), out (T, B, D*H). The input
-projection of a layer is one matmul over all T*B rows; the time loop is delegated to the backend's recurrence
-(:mod:`rnn_xp._backend`); the weight gradients are matmuls over all T*B rows after the loop.
+projection of a layer is one matmul over all T*B rows; the time loop is the one the selection stage picked
+(:func:`rnn_xp._selection.select_loop`, kept in the cache for the backward); the weight gradients are matmuls over
+all T*B rows after the loop.
 """
 
 from __future__ import annotations
@@ -12,7 +13,8 @@ from typing import Any
 
 from array_api_compat import device as device_of
 
-from rnn_xp._backend import recurrence_for
+from rnn_xp._selection import generic_loop
+from rnn_xp.loops import TimeLoop
 from rnn_xp.params import ParamLayout, key
 
 
@@ -21,6 +23,7 @@ class ForwardCache:
     """What backward needs from one forward pass (time-major, batched)."""
 
     xp: Any
+    loop: TimeLoop
     layout: ParamLayout
     params: dict[str, Any]
     nonlinearity: str
@@ -37,6 +40,7 @@ class ForwardCache:
 
 def forward(
     xp: Any,
+    loop: TimeLoop,
     x: Any,
     params: dict[str, Any],
     layout: ParamLayout,
@@ -48,7 +52,6 @@ def forward(
     """Run every layer; returns out (T, B, D*H), h_n (L*D, B, H) and the cache for :func:`backward`."""
     num_steps, batch = x.shape[0], x.shape[1]
     hidden, directions = layout.hidden_size, layout.num_directions
-    recurrence = recurrence_for(xp)
     layer_input = x
     layer_inputs: list[Any] = []
     all_states: list[list[Any]] = []
@@ -59,7 +62,7 @@ def forward(
             xp.reshape(flat_input @ params[key("weight_ih", layer, d)].T, (num_steps, batch, hidden))
             for d in range(directions)
         ]
-        states = recurrence.forward_layer(
+        states = loop.forward_layer(
             xp,
             projections,
             [_summed_bias(params, layout, layer, d) for d in range(directions)],
@@ -78,6 +81,7 @@ def forward(
         layer_input = layer_output
     cache = ForwardCache(
         xp=xp,
+        loop=loop,
         layout=layout,
         params=params,
         nonlinearity=nonlinearity,
@@ -97,7 +101,7 @@ def backward(
     xp, layout = cache.xp, cache.layout
     hidden, directions = layout.hidden_size, layout.num_directions
     num_steps, batch = cache.layer_inputs[0].shape[0], cache.layer_inputs[0].shape[1]
-    recurrence = recurrence_for(xp, truncated=truncate is not None)
+    loop = cache.loop if truncate is None or cache.loop.TRUNCATES else generic_loop()
     grads: dict[str, Any] = {}
     grad_h0: list[Any] = [None] * (layout.num_layers * directions)
     grad_output = grad_out
@@ -109,7 +113,7 @@ def backward(
                 dtype=cache.layer_inputs[0].dtype,
                 device=device_of(cache.layer_inputs[0]),
             )
-        grad_preacts, grad_h0s = recurrence.backward_layer(
+        grad_preacts, grad_h0s = loop.backward_layer(
             xp,
             [grad_output[..., d * hidden : (d + 1) * hidden] for d in range(directions)],
             cache.states[layer],

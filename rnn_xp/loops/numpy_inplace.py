@@ -1,6 +1,6 @@
 """The NumPy time loop: one GEMM per step into a buffer it owns, then add and activation in place.
 
-Same interface as :mod:`rnn_xp.functional._recurrence` (which documents it). It writes only into arrays it
+Interface: :class:`rnn_xp.loops.TimeLoop`. It writes only into arrays it
 allocated or that the caller handed over as owned (the projections), never into a user's array. Used for NumPy
 arrays; truncated BPTT goes to the generic loop.
 """
@@ -11,7 +11,9 @@ from typing import Any
 
 import numpy as np
 
-from rnn_xp.functional._recurrence import steps
+from rnn_xp.loops import steps
+
+TRUNCATES = False
 
 
 def forward_layer(

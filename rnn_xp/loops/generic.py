@@ -1,29 +1,18 @@
-"""The recurrence of one layer over time, written only against the Array API (no in-place writes).
+"""The generic time loop: written only against the Array API, no in-place writes (so JAX and array-api-strict work).
 
-Every backend's time loop (this one, :mod:`rnn_xp._inplace`, :mod:`rnn_xp.cuda.recurrence`) has this interface,
-for all directions of one layer at once (direction 1 runs from t = T-1 down to 0):
-
-``forward_layer(xp, projections, biases, weights_hh, h0s, mask, nonlinearity) -> states``
-    projections[d] : (T, B, H), ``x_t W_ih^T`` for every step, a fresh array the caller owns (a backend may
-    reuse it); biases[d] : (H,) = b_ih + b_hh, or None; weights_hh[d] : (H, H); h0s[d] : (B, H);
-    mask : (T, B, 1) bool (step t is inside sample b's length) or None. Returns states[d] : (T, B, H), the
-    hidden state after step t, held unchanged through a sample's padding.
-
-``backward_layer(xp, grad_states, states, weights_hh, grad_h_ns, mask, nonlinearity, truncate)
--> (grad_preacts, grad_h0s)``
-    grad_states[d] : (T, B, H), the gradient arriving at each step's output; grad_h_ns[d] : (B, H) or None.
-    Returns grad_preacts[d] : (T, B, H), the gradient of the loss with respect to each step's pre-activation
-    (zero on padding), and grad_h0s[d] : (B, H).
-
-Truncation (``truncate = k``): the gradient arriving at step t flows back through at most k recurrent
-connections: it reaches the pre-activations of steps t, t-1, …, t-k and stops at the state before them, which
-is treated as a constant (so h0 receives it only from steps t < k). Padded steps are not steps: they neither
-count nor carry gradient.
+Interface: :class:`rnn_xp.loops.TimeLoop`. The only loop that truncates BPTT (``truncate = k``): the gradient
+arriving at step t flows back through at most k recurrent connections: it reaches the pre-activations of steps
+t, t-1, …, t-k and stops at the state before them, which is treated as a constant (so h0 receives it only from
+steps t < k). Padded steps are not steps: they neither count nor carry gradient.
 """
 
 from __future__ import annotations
 
 from typing import Any
+
+from rnn_xp.loops import steps
+
+TRUNCATES = True
 
 
 def activation(xp: Any, z: Any, nonlinearity: str) -> Any:
@@ -42,11 +31,6 @@ def activation_grad(xp: Any, states: Any, mask: Any, nonlinearity: str) -> Any:
     if mask is not None:
         grad = xp.where(mask, grad, xp.zeros_like(grad))
     return grad
-
-
-def steps(num_steps: int, direction: int) -> range:
-    """Time indices in the order direction ``direction`` visits them."""
-    return range(num_steps) if direction == 0 else range(num_steps - 1, -1, -1)
 
 
 def forward_layer(
