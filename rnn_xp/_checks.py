@@ -24,7 +24,7 @@ class Call:
 
     x: Any  # (T, B, I)
     h0: Any | None  # (L*D, B, H)
-    mask: Any | None  # (T, B, 1) bool
+    lengths: Any | None  # (B,) int32 on the arrays' device, every value in [1, T]
     batch_first: bool
     unbatched: bool
 
@@ -146,7 +146,7 @@ def check_call(
     dtype: Any,
     device: Any,
 ) -> Call:
-    """Validate x, h0 and lengths against the layout; return them time-major, batched, with the length mask."""
+    """Validate x, h0 and lengths against the layout; return them time-major and batched."""
     check_array(xp, x, "x", dtype=dtype, device=device)
     shape = tuple(int(n) for n in x.shape)
     layout_text = "(B, T, input_size)" if batch_first else "(T, B, input_size)"
@@ -170,10 +170,8 @@ def check_call(
         raise ValueError(msg)
     if h0 is not None:
         h0 = _check_h0(xp, h0, layout, batch, unbatched, dtype=dtype, device=device)
-    mask = None
-    if lengths is not None:
-        mask = length_mask(xp, lengths, num_steps, batch, unbatched, device=device)
-    return Call(x=x, h0=h0, mask=mask, batch_first=batch_first, unbatched=unbatched)
+    checked = None if lengths is None else check_lengths(xp, lengths, num_steps, batch, unbatched, device=device)
+    return Call(x=x, h0=h0, lengths=checked, batch_first=batch_first, unbatched=unbatched)
 
 
 def _check_h0(
@@ -192,8 +190,8 @@ def _check_h0(
     return h0[:, None, :] if unbatched else h0
 
 
-def length_mask(xp: Any, lengths: Any, num_steps: int, batch: int, unbatched: bool, *, device: Any) -> Any:
-    """(T, B, 1) bool mask, True where step t lies inside sequence b, from integer ``lengths`` in [1, T]."""
+def check_lengths(xp: Any, lengths: Any, num_steps: int, batch: int, unbatched: bool, *, device: Any) -> Any:
+    """``lengths`` as a (B,) int32 array of ``xp`` on ``device``, after checking every value lies in [1, T]."""
     if unbatched:
         msg = "lengths must be None for unbatched (2-D) x; give x a batch dimension to use lengths"
         raise ValueError(msg)
@@ -208,8 +206,7 @@ def length_mask(xp: Any, lengths: Any, num_steps: int, batch: int, unbatched: bo
     if low < 1 or high > num_steps:
         msg = f"lengths must lie in [1, T={num_steps}]; got values from {low} to {high}"
         raise ValueError(msg)
-    inside = np.arange(num_steps)[:, None, None] < host[None, :, None]
-    return xp.asarray(inside, device=device)
+    return xp.asarray(host.astype(np.int32), device=device)
 
 
 def _lengths_to_numpy(xp: Any, lengths: Any) -> np.ndarray:

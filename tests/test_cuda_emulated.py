@@ -72,14 +72,13 @@ def _problem(steps: int, batch: int, hidden: int, directions: int, *, bias: bool
     def draw(*shape: int) -> np.ndarray:
         return rng.uniform(-1, 1, shape).astype(dtype)
 
-    lengths_array = rng.integers(1, steps + 1, size=batch) if lengths else None
-    mask = None if lengths_array is None else (np.arange(steps)[:, None] < lengths_array[None, :])[:, :, None]
+    lengths_array = rng.integers(1, steps + 1, size=batch).astype(np.int32) if lengths else None
     return dict(
         projections=[draw(steps, batch, hidden) for _ in range(directions)],
         biases=[draw(hidden) if bias else None for _ in range(directions)],
         weights=[(draw(hidden, hidden) * (2 * scale)).astype(dtype) for _ in range(directions)],
         h0s=[draw(batch, hidden) for _ in range(directions)],
-        mask=mask,
+        lengths=lengths_array,
         grad_states=[draw(steps, batch, hidden) for _ in range(directions)],
         grad_h_ns=[draw(batch, hidden) if seed % 2 else None for _ in range(directions)],
     )
@@ -93,12 +92,12 @@ def _run_both(emulated: Emulated, problem: dict[str, Any], nonlinearity: str, *,
         states = module.forward_layer(
             None, [on(p) for p in problem["projections"]],
             [None if b is None else on(b) for b in problem["biases"]], [on(w) for w in problem["weights"]],
-            [on(h) for h in problem["h0s"]], None if problem["mask"] is None else on(problem["mask"]), nonlinearity,
+            [on(h) for h in problem["h0s"]], None if problem["lengths"] is None else on(problem["lengths"]), nonlinearity,
         )
         grad_preacts, grad_h0s = module.backward_layer(
             None, [on(g) for g in problem["grad_states"]], [on(np.asarray(s)) for s in states],
             [on(w) for w in problem["weights"]], [None if g is None else on(g) for g in problem["grad_h_ns"]],
-            None if problem["mask"] is None else on(problem["mask"]), nonlinearity, None,
+            None if problem["lengths"] is None else on(problem["lengths"]), nonlinearity, None,
         )
         results.append([np.asarray(a) for a in [*states, *grad_preacts, *grad_h0s]])
     return results[0], results[1]

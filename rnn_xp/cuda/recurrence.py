@@ -27,7 +27,7 @@ def forward_layer(
     biases: list[Any | None],
     weights_hh: list[Any],
     h0s: list[Any],
-    mask: Any | None,
+    lengths: Any | None,
     nonlinearity: str,
     *,
     persistent: bool = True,
@@ -35,7 +35,7 @@ def forward_layer(
     """Run the recurrence of one layer (all directions); see the module docstring and
     :class:`rnn_xp.loops.TimeLoop`. ``persistent=False`` forces the per-step path."""
     with projections[0].device:
-        return _forward_layer(projections, biases, weights_hh, h0s, mask, nonlinearity, persistent)
+        return _forward_layer(projections, biases, weights_hh, h0s, lengths, nonlinearity, persistent)
 
 
 def backward_layer(
@@ -43,14 +43,14 @@ def backward_layer(
     states: list[Any],
     weights_hh: list[Any],
     grad_h_ns: list[Any | None],
-    mask: Any | None,
+    lengths: Any | None,
     nonlinearity: str,
     *,
     persistent: bool = True,
 ) -> tuple[list[Any], list[Any]]:
     """Back-propagate through the recurrence of one layer (all directions), without truncation."""
     with states[0].device:
-        return _backward_layer(grad_states, states, weights_hh, grad_h_ns, mask, nonlinearity, persistent)
+        return _backward_layer(grad_states, states, weights_hh, grad_h_ns, lengths, nonlinearity, persistent)
 
 
 def _forward_layer(
@@ -58,7 +58,7 @@ def _forward_layer(
     biases: list[Any | None],
     weights_hh: list[Any],
     h0s: list[Any],
-    mask: Any | None,
+    lengths: Any | None,
     nonlinearity: str,
     persistent: bool,
 ) -> list[Any]:
@@ -76,7 +76,7 @@ def _forward_layer(
     bias_arrays = [_checked(cupy.ascontiguousarray(b), "bias", (hidden,), dtype) for b in biases] if has_bias else [
         cupy.zeros(1, dtype=dtype)
     ] * directions
-    lengths, has_lengths = _lengths(mask, batch)
+    lengths, has_lengths = _lengths(lengths, batch)
     relu = _I32(nonlinearity == "relu")
     plan = _plan(directions, hidden, batch, dtype) if persistent else None
     if plan is not None:
@@ -116,7 +116,7 @@ def _backward_layer(
     states: list[Any],
     weights_hh: list[Any],
     grad_h_ns: list[Any | None],
-    mask: Any | None,
+    lengths: Any | None,
     nonlinearity: str,
     persistent: bool,
 ) -> tuple[list[Any], list[Any]]:
@@ -128,7 +128,7 @@ def _backward_layer(
     grads_in = [_checked(cupy.ascontiguousarray(g), "grad_states", (steps, batch, hidden), dtype) for g in grad_states]
     states = [_checked(cupy.ascontiguousarray(s), "states", (steps, batch, hidden), dtype) for s in states]
     weights = [_checked(cupy.ascontiguousarray(w), "weight_hh", (hidden, hidden), dtype) for w in weights_hh]
-    lengths, has_lengths = _lengths(mask, batch)
+    lengths, has_lengths = _lengths(lengths, batch)
     relu = _I32(nonlinearity == "relu")
     grad_preacts = [cupy.empty((steps, batch, hidden), dtype=dtype) for _ in range(directions)]
     # The carried gradient d loss / d h_t, starting from grad_h_n; it ends as grad_h0.
@@ -234,13 +234,13 @@ def _cached_plan(device_id: int, directions: int, hidden: int, batch: int, items
     )
 
 
-def _lengths(mask: Any | None, batch: int) -> tuple[Any, Any]:
+def _lengths(lengths: Any | None, batch: int) -> tuple[Any, Any]:
+    """The kernels' (lengths, has_lengths) arguments: the validated int32 (B,) array, or a placeholder."""
     import cupy
 
-    if mask is None:
+    if lengths is None:
         return cupy.zeros(1, dtype=cupy.int32), _I32(0)
-    lengths = cupy.ascontiguousarray(mask[:, :, 0].sum(axis=0, dtype=cupy.int32))
-    return _checked(lengths, "lengths", (batch,), np.dtype("int32")), _I32(1)
+    return _checked(cupy.ascontiguousarray(lengths), "lengths", (batch,), np.dtype("int32")), _I32(1)
 
 
 def _checked(array: Any, name: str, shape: tuple[int, ...], dtype: Any) -> Any:

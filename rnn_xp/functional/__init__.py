@@ -133,7 +133,7 @@ def run_forward(
             device=device_of(call.x),
         )
     time_loop = select_loop(xp, generic=loop == "generic")
-    out, h_n, cache = _core.forward(xp, time_loop, call.x, params, layout, call.h0, call.mask, nonlinearity, masks)
+    out, h_n, cache = _core.forward(xp, time_loop, call.x, params, layout, call.h0, call.lengths, nonlinearity, masks)
     if call.unbatched:
         out, h_n = out[:, 0, :], h_n[:, 0, :]
     elif call.batch_first:

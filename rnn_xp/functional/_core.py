@@ -14,7 +14,7 @@ from typing import Any
 from array_api_compat import device as device_of
 
 from rnn_xp._selection import generic_loop
-from rnn_xp.loops import TimeLoop
+from rnn_xp.loops import TimeLoop, inside_lengths
 from rnn_xp.params import ParamLayout, key
 
 
@@ -30,7 +30,7 @@ class ForwardCache:
     layer_inputs: list[Any]
     states: list[list[Any]]
     h0: Any | None
-    mask: Any | None
+    lengths: Any | None
     dropout_masks: list[Any]
     out_shape: tuple[int, ...] = field(default=())
     h_n_shape: tuple[int, ...] = field(default=())
@@ -45,13 +45,15 @@ def forward(
     params: dict[str, Any],
     layout: ParamLayout,
     h0: Any | None,
-    mask: Any | None,
+    lengths: Any | None,
     nonlinearity: str,
     dropout_masks: list[Any],
 ) -> tuple[Any, Any, ForwardCache]:
     """Run every layer; returns out (T, B, D*H), h_n (L*D, B, H) and the cache for :func:`backward`."""
     num_steps, batch = x.shape[0], x.shape[1]
     hidden, directions = layout.hidden_size, layout.num_directions
+    # Outputs past a sequence's end are zero: (T, B, 1), True where step t is inside sample b's length.
+    inside = None if lengths is None else inside_lengths(xp, lengths, num_steps)[:, :, None]
     layer_input = x
     layer_inputs: list[Any] = []
     all_states: list[list[Any]] = []
@@ -68,10 +70,10 @@ def forward(
             [_summed_bias(params, layout, layer, d) for d in range(directions)],
             [params[key("weight_hh", layer, d)] for d in range(directions)],
             [_initial_state(xp, h0, layer * directions + d, batch, hidden, x) for d in range(directions)],
-            mask,
+            lengths,
             nonlinearity,
         )
-        outputs = states if mask is None else [xp.where(mask, s, xp.zeros_like(s)) for s in states]
+        outputs = states if inside is None else [xp.where(inside, s, xp.zeros_like(s)) for s in states]
         h_n.extend(s[num_steps - 1 if d == 0 else 0, ...] for d, s in enumerate(states))
         layer_inputs.append(layer_input)
         all_states.append(states)
@@ -88,7 +90,7 @@ def forward(
         layer_inputs=layer_inputs,
         states=all_states,
         h0=h0,
-        mask=mask,
+        lengths=lengths,
         dropout_masks=dropout_masks,
     )
     return layer_input, xp.stack(h_n), cache
@@ -119,7 +121,7 @@ def backward(
             cache.states[layer],
             [cache.params[key("weight_hh", layer, d)] for d in range(directions)],
             [None if grad_h_n is None else grad_h_n[layer * directions + d, ...] for d in range(directions)],
-            cache.mask,
+            cache.lengths,
             cache.nonlinearity,
             truncate,
         )

@@ -17,13 +17,14 @@ from typing import Any, Protocol
 class TimeLoop(Protocol):
     """The interface every loop implements (direction 1 runs from t = T-1 down to 0).
 
-    ``forward_layer(xp, projections, biases, weights_hh, h0s, mask, nonlinearity) -> states``
+    ``forward_layer(xp, projections, biases, weights_hh, h0s, lengths, nonlinearity) -> states``
         projections[d] : (T, B, H), ``x_t W_ih^T`` for every step, a fresh array the caller owns (a loop may
         reuse it); biases[d] : (H,) = b_ih + b_hh, or None; weights_hh[d] : (H, H); h0s[d] : (B, H);
-        mask : (T, B, 1) bool (step t is inside sample b's length) or None. Returns states[d] : (T, B, H), the
-        hidden state after step t, held unchanged through a sample's padding.
+        lengths : (B,) int32 on the arrays' device, every value in [1, T], or None; step t is inside sample b when
+        t < lengths[b]. Returns states[d] : (T, B, H), the hidden state after step t, held unchanged through a
+        sample's padding.
 
-    ``backward_layer(xp, grad_states, states, weights_hh, grad_h_ns, mask, nonlinearity, truncate)
+    ``backward_layer(xp, grad_states, states, weights_hh, grad_h_ns, lengths, nonlinearity, truncate)
     -> (grad_preacts, grad_h0s)``
         grad_states[d] : (T, B, H), the gradient arriving at each step's output; grad_h_ns[d] : (B, H) or None.
         Returns grad_preacts[d] : (T, B, H), the gradient of the loss with respect to each step's pre-activation
@@ -41,7 +42,7 @@ class TimeLoop(Protocol):
         biases: list[Any | None],
         weights_hh: list[Any],
         h0s: list[Any],
-        mask: Any | None,
+        lengths: Any | None,
         nonlinearity: str,
     ) -> list[Any]: ...
 
@@ -52,10 +53,17 @@ class TimeLoop(Protocol):
         states: list[Any],
         weights_hh: list[Any],
         grad_h_ns: list[Any | None],
-        mask: Any | None,
+        lengths: Any | None,
         nonlinearity: str,
         truncate: int | None,
     ) -> tuple[list[Any], list[Any]]: ...
+
+
+def inside_lengths(xp: Any, lengths: Any, num_steps: int) -> Any:
+    """(T, B) bool: True where step t lies inside sample b's length (t < lengths[b])."""
+    from array_api_compat import device
+
+    return xp.arange(num_steps, dtype=lengths.dtype, device=device(lengths))[:, None] < lengths[None, :]
 
 
 def steps(num_steps: int, direction: int) -> range:

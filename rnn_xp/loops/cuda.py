@@ -20,13 +20,13 @@ class CudaLoop:
         biases: list[Any | None],
         weights_hh: list[Any],
         h0s: list[Any],
-        mask: Any | None,
+        lengths: Any | None,
         nonlinearity: str,
     ) -> list[Any]:
         from rnn_xp.cuda import recurrence
 
         return recurrence.forward_layer(
-            projections, biases, weights_hh, h0s, mask, nonlinearity, persistent=self.persistent
+            projections, biases, weights_hh, h0s, lengths, nonlinearity, persistent=self.persistent
         )
 
     def backward_layer(
@@ -36,7 +36,7 @@ class CudaLoop:
         states: list[Any],
         weights_hh: list[Any],
         grad_h_ns: list[Any | None],
-        mask: Any | None,
+        lengths: Any | None,
         nonlinearity: str,
         truncate: int | None,
     ) -> tuple[list[Any], list[Any]]:
@@ -46,5 +46,5 @@ class CudaLoop:
             msg = "the CUDA kernels do not truncate BPTT; the selection stage routes truncation to the generic loop"
             raise ValueError(msg)
         return recurrence.backward_layer(
-            grad_states, states, weights_hh, grad_h_ns, mask, nonlinearity, persistent=self.persistent
+            grad_states, states, weights_hh, grad_h_ns, lengths, nonlinearity, persistent=self.persistent
         )

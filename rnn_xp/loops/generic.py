@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from rnn_xp.loops import steps
+from rnn_xp.loops import inside_lengths, steps
 
 TRUNCATES = True
 
@@ -22,15 +22,20 @@ def activation(xp: Any, z: Any, nonlinearity: str) -> Any:
     return xp.where(z > 0, z, xp.zeros_like(z))
 
 
-def activation_grad(xp: Any, states: Any, mask: Any, nonlinearity: str) -> Any:
-    """d act / d z, written in terms of the activation's output; zero on padded steps."""
+def activation_grad(xp: Any, states: Any, inside: Any | None, nonlinearity: str) -> Any:
+    """d act / d z, written in terms of the activation's output; zero on padded steps (``inside``: (T, B, 1))."""
     if nonlinearity == "tanh":
         grad = 1 - states * states
     else:
         grad = xp.astype(states > 0, states.dtype)
-    if mask is not None:
-        grad = xp.where(mask, grad, xp.zeros_like(grad))
+    if inside is not None:
+        grad = xp.where(inside, grad, xp.zeros_like(grad))
     return grad
+
+
+def _inside(xp: Any, lengths: Any | None, num_steps: int) -> Any | None:
+    """(T, B, 1) bool, True where step t is inside sample b's length; None without lengths."""
+    return None if lengths is None else inside_lengths(xp, lengths, num_steps)[:, :, None]
 
 
 def forward_layer(
@@ -39,9 +44,10 @@ def forward_layer(
     biases: list[Any | None],
     weights_hh: list[Any],
     h0s: list[Any],
-    mask: Any | None,
+    lengths: Any | None,
     nonlinearity: str,
 ) -> list[Any]:
+    mask = _inside(xp, lengths, projections[0].shape[0])
     states = []
     for direction, (projection, bias, weight_hh, state) in enumerate(
         zip(projections, biases, weights_hh, h0s, strict=True)
@@ -65,10 +71,11 @@ def backward_layer(
     states: list[Any],
     weights_hh: list[Any],
     grad_h_ns: list[Any | None],
-    mask: Any | None,
+    lengths: Any | None,
     nonlinearity: str,
     truncate: int | None,
 ) -> tuple[list[Any], list[Any]]:
+    mask = _inside(xp, lengths, states[0].shape[0])
     grad_preacts, grad_h0s = [], []
     for direction, (grad_state, state, weight_hh, grad_h_n) in enumerate(
         zip(grad_states, states, weights_hh, grad_h_ns, strict=True)

@@ -22,10 +22,10 @@ def forward_layer(
     biases: list[np.ndarray | None],
     weights_hh: list[np.ndarray],
     h0s: list[np.ndarray],
-    mask: np.ndarray | None,
+    lengths: np.ndarray | None,
     nonlinearity: str,
 ) -> list[np.ndarray]:
-    outside = None if mask is None else ~mask
+    outside = None if lengths is None else ~_inside(lengths, projections[0].shape[0])
     for direction, (states, bias, weight_hh, h0) in enumerate(
         zip(projections, biases, weights_hh, h0s, strict=True)
     ):
@@ -54,10 +54,11 @@ def backward_layer(
     states: list[np.ndarray],
     weights_hh: list[np.ndarray],
     grad_h_ns: list[np.ndarray | None],
-    mask: np.ndarray | None,
+    lengths: np.ndarray | None,
     nonlinearity: str,
     truncate: int | None,
 ) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    mask = None if lengths is None else _inside(lengths, states[0].shape[0])
     grad_preacts, grad_h0s = [], []
     for direction, (grad_state, state, weight_hh, grad_h_n) in enumerate(
         zip(grad_states, states, weights_hh, grad_h_ns, strict=True)
@@ -84,3 +85,8 @@ def backward_layer(
         grad_preacts.append(grad_preact)
         grad_h0s.append(carry)
     return grad_preacts, grad_h0s
+
+
+def _inside(lengths: np.ndarray, num_steps: int) -> np.ndarray:
+    """(T, B, 1) bool, True where step t is inside sample b's length."""
+    return (np.arange(num_steps)[:, None] < lengths[None, :])[:, :, None]
