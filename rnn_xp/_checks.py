@@ -11,6 +11,7 @@ import numpy as np
 from array_api_compat import device as device_of
 
 from rnn_xp._device import to_numpy
+from rnn_xp._layout import CallerLayout
 from rnn_xp._selection import is_numpy
 from rnn_xp.params import ParamLayout
 
@@ -20,21 +21,14 @@ DTYPES = ("float32", "float64")
 
 @dataclass(frozen=True)
 class Call:
-    """The inputs of one forward call, normalised to time-major batched arrays."""
+    """The inputs of one forward call, validated, as the caller laid them out (see :mod:`rnn_xp._layout`)."""
 
-    x: Any  # (T, B, I)
-    h0: Any | None  # (L*D, B, H)
+    x: Any
+    h0: Any | None
     lengths: Any | None  # (B,) int32 on the arrays' device, every value in [1, T]
-    batch_first: bool
-    unbatched: bool
-
-    @property
-    def num_steps(self) -> int:
-        return int(self.x.shape[0])
-
-    @property
-    def batch(self) -> int:
-        return int(self.x.shape[1])
+    layout: CallerLayout
+    num_steps: int
+    batch: int
 
 
 def check_nonlinearity(nonlinearity: Any) -> str:
@@ -146,7 +140,7 @@ def check_call(
     dtype: Any,
     device: Any,
 ) -> Call:
-    """Validate x, h0 and lengths against the layout; return them time-major and batched."""
+    """Validate x, h0 and lengths against the parameter layout; lengths come back as int32 (B,) on the device."""
     check_array(xp, x, "x", dtype=dtype, device=device)
     shape = tuple(int(n) for n in x.shape)
     layout_text = "(B, T, input_size)" if batch_first else "(T, B, input_size)"
@@ -158,10 +152,9 @@ def check_call(
         raise ValueError(msg)
     unbatched = len(shape) == 2
     if unbatched:
-        x = x[:, None, :]
-    elif batch_first:
-        x = xp.permute_dims(x, (1, 0, 2))
-    num_steps, batch = int(x.shape[0]), int(x.shape[1])
+        num_steps, batch = shape[0], 1
+    else:
+        num_steps, batch = (shape[1], shape[0]) if batch_first else (shape[0], shape[1])
     if num_steps == 0:
         msg = f"x must have at least one time step; got shape {shape}"
         raise ValueError(msg)
@@ -169,14 +162,15 @@ def check_call(
         msg = f"x must have a batch of at least one sequence; got shape {shape}"
         raise ValueError(msg)
     if h0 is not None:
-        h0 = _check_h0(xp, h0, layout, batch, unbatched, dtype=dtype, device=device)
+        _check_h0(xp, h0, layout, batch, unbatched, dtype=dtype, device=device)
     checked = None if lengths is None else check_lengths(xp, lengths, num_steps, batch, unbatched, device=device)
-    return Call(x=x, h0=h0, lengths=checked, batch_first=batch_first, unbatched=unbatched)
+    return Call(x, h0, checked, CallerLayout(batch_first=batch_first and not unbatched, unbatched=unbatched),
+                num_steps, batch)
 
 
 def _check_h0(
     xp: Any, h0: Any, layout: ParamLayout, batch: int, unbatched: bool, *, dtype: Any, device: Any
-) -> Any:
+) -> None:
     check_array(xp, h0, "h0", dtype=dtype, device=device)
     stacked = layout.num_layers * layout.num_directions
     expected = (stacked, layout.hidden_size) if unbatched else (stacked, batch, layout.hidden_size)
@@ -187,7 +181,6 @@ def _check_h0(
     if got != expected:
         msg = f"h0 must have shape {expected} {meaning}; got {got}"
         raise ValueError(msg)
-    return h0[:, None, :] if unbatched else h0
 
 
 def check_lengths(xp: Any, lengths: Any, num_steps: int, batch: int, unbatched: bool, *, device: Any) -> Any:

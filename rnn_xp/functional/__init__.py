@@ -132,16 +132,12 @@ def run_forward(
             dtype=call.x.dtype,
             device=device_of(call.x),
         )
+    caller = call.layout
+    x = caller.sequence_in(xp, call.x)
+    h0 = None if call.h0 is None else caller.state_in(call.h0)
     time_loop = select_loop(xp, generic=loop == "generic")
-    out, h_n, cache = _core.forward(xp, time_loop, call.x, params, layout, call.h0, call.lengths, nonlinearity, masks)
-    if call.unbatched:
-        out, h_n = out[:, 0, :], h_n[:, 0, :]
-    elif call.batch_first:
-        out = xp.permute_dims(out, (1, 0, 2))
-    cache.out_shape = tuple(int(n) for n in out.shape)
-    cache.h_n_shape = tuple(int(n) for n in h_n.shape)
-    cache.batch_first, cache.unbatched = call.batch_first, call.unbatched
-    return out, h_n, cache
+    out, h_n, cache = _core.forward(xp, time_loop, x, params, layout, h0, call.lengths, nonlinearity, masks, caller)
+    return caller.sequence_out(xp, out), caller.state_out(h_n), cache
 
 
 def rnn_backward(
@@ -195,17 +191,8 @@ def run_backward(
     cache: ForwardCache, grad_out: Any | None, grad_h_n: Any | None, truncate: int | None
 ) -> tuple[Any, Any, dict[str, Any]]:
     """Backward on gradients already validated (the layer's entry)."""
-    xp = cache.xp
-    if grad_out is not None:
-        if cache.unbatched:
-            grad_out = grad_out[:, None, :]
-        elif cache.batch_first:
-            grad_out = xp.permute_dims(grad_out, (1, 0, 2))
-    if grad_h_n is not None and cache.unbatched:
-        grad_h_n = grad_h_n[:, None, :]
+    xp, caller = cache.xp, cache.caller
+    grad_out = None if grad_out is None else caller.sequence_in(xp, grad_out)
+    grad_h_n = None if grad_h_n is None else caller.state_in(grad_h_n)
     grad_x, grad_h0, grads = _core.backward(cache, grad_out, grad_h_n, truncate)
-    if cache.unbatched:
-        grad_x, grad_h0 = grad_x[:, 0, :], grad_h0[:, 0, :]
-    elif cache.batch_first:
-        grad_x = xp.permute_dims(grad_x, (1, 0, 2))
-    return grad_x, grad_h0, grads
+    return caller.sequence_out(xp, grad_x), caller.state_out(grad_h0), grads

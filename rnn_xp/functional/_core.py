@@ -8,11 +8,12 @@ all T*B rows after the loop.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from array_api_compat import device as device_of
 
+from rnn_xp._layout import CallerLayout
 from rnn_xp._selection import generic_loop
 from rnn_xp.loops import TimeLoop, inside_lengths
 from rnn_xp.params import ParamLayout, key
@@ -32,10 +33,9 @@ class ForwardCache:
     h0: Any | None
     lengths: Any | None
     dropout_masks: list[Any]
-    out_shape: tuple[int, ...] = field(default=())
-    h_n_shape: tuple[int, ...] = field(default=())
-    batch_first: bool = False
-    unbatched: bool = False
+    caller: CallerLayout  # how the caller lays out x/out and h0/h_n; backward maps its gradients through it
+    out_shape: tuple[int, ...]  # caller layout
+    h_n_shape: tuple[int, ...]  # caller layout
 
 
 def forward(
@@ -48,8 +48,11 @@ def forward(
     lengths: Any | None,
     nonlinearity: str,
     dropout_masks: list[Any],
+    caller: CallerLayout,
 ) -> tuple[Any, Any, ForwardCache]:
-    """Run every layer; returns out (T, B, D*H), h_n (L*D, B, H) and the cache for :func:`backward`."""
+    """Run every layer; returns out (T, B, D*H), h_n (L*D, B, H) and the cache for :func:`backward`.
+
+    ``caller`` is only recorded (with the caller-layout shapes of out and h_n) for the backward's checks."""
     num_steps, batch = x.shape[0], x.shape[1]
     hidden, directions = layout.hidden_size, layout.num_directions
     # Outputs past a sequence's end are zero: (T, B, 1), True where step t is inside sample b's length.
@@ -92,6 +95,9 @@ def forward(
         h0=h0,
         lengths=lengths,
         dropout_masks=dropout_masks,
+        caller=caller,
+        out_shape=caller.sequence_shape(num_steps, batch, directions * hidden),
+        h_n_shape=caller.state_shape(layout.num_layers * directions, batch, hidden),
     )
     return layer_input, xp.stack(h_n), cache
 
