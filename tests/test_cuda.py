@@ -258,9 +258,13 @@ def test_kernels_around_batch_tile_limits(batch: int) -> None:
 @pytest.mark.parametrize("bidirectional", [False, True])
 def test_step_path_on_small_sizes(hidden: int, bidirectional: bool, monkeypatch: pytest.MonkeyPatch) -> None:
     import rnn_xp.functional as functional
+    from rnn_xp._selection import is_cupy, select_loop
     from rnn_xp.loops.cuda import CudaLoop
 
-    monkeypatch.setattr(functional, "select_loop", lambda xp, generic=False: CudaLoop(persistent=False))
+    def per_step_on_cupy(xp: Any, generic: bool = False) -> Any:
+        return CudaLoop(persistent=False) if is_cupy(xp) else select_loop(xp, generic=generic)
+
+    monkeypatch.setattr(functional, "select_loop", per_step_on_cupy)
     _compare_sizes(6, 5, hidden, bidirectional=bidirectional, dtype="float64", rtol=1e-10)
     _compare_sizes(6, 5, hidden, bidirectional=bidirectional, dtype="float64", rtol=1e-10, nonlinearity="relu",
                    bias=False, with_lengths=False)
