@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from rnn_xp.cuda import _launch, _module
+from rnn_xp.loops import steps as visit_order
 
 _I32 = np.int32
 
@@ -94,10 +95,9 @@ def _forward_layer(
     grid = _launch.step_grid(batch=batch, hidden=hidden)
     recurrent = cupy.empty((batch, hidden), dtype=dtype)
     for direction in range(directions):
-        order = range(steps) if direction == 0 else range(steps - 1, -1, -1)
         previous = h0s[direction]
         weight_t = weights[direction].T
-        for t in order:
+        for t in visit_order(steps, direction):
             cupy.matmul(previous, weight_t, out=recurrent)
             function(
                 grid,
@@ -154,7 +154,7 @@ def _backward_layer(
     grid = _launch.step_grid(batch=batch, hidden=hidden)
     product = cupy.empty((batch, hidden), dtype=dtype)
     for direction in range(directions):
-        order = list(range(steps - 1, -1, -1) if direction == 0 else range(steps))
+        order = list(reversed(visit_order(steps, direction)))  # the backward visits the forward's steps in reverse
         common = (grads_in[direction], states[direction], product, carries[direction], grad_preacts[direction],
                   lengths, has_lengths)
         sizes = (_I32(batch), _I32(hidden), relu)
