@@ -94,6 +94,16 @@ def to_numpy(array: Any) -> np.ndarray:
         return np.asarray(array)
 
 
+def place(xp: Any, host: Any, like: Any) -> Any:
+    """``host`` (a NumPy array or nested sequence) as an array of ``xp`` on the device that holds ``like``.
+
+    Training code creates every array this way (or with ``device=device_of(like)``), so a model on ``cuda:1`` gets its
+    data on ``cuda:1`` rather than on the current device."""
+    from array_api_compat import device as device_of
+
+    return xp.asarray(host, device=device_of(like))
+
+
 def from_numpy(host: np.ndarray, device: Device) -> Any:
     """Copy a host array onto ``device`` as a NumPy or CuPy array."""
     if device.kind == "cpu":

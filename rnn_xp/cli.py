@@ -35,8 +35,8 @@ def _parser() -> argparse.ArgumentParser:
         help="sweep sequence lengths x batches x hidden sizes on CPU/GPU against peers "
         "(`rnn-xp bench compare A.json B.json` compares two runs)",
     )
-    bench.add_argument("--device", choices=["cpu", "cuda", "all"], default="all",
-                       help="where to run (all: every device present)")
+    _device_option(bench, default="all", extra=("all",), help_text="where to run: cpu, cuda, or all (every device "
+                   "present)", indexed=False)
     bench.add_argument("--quick", action="store_true", help="a small sweep (minutes on a 2-core CPU)")
     bench.add_argument("--out", type=Path, default=Path("bench/results"), help="directory for JSON, table, plots")
     bench.add_argument("--name", default=None, help="file stem of the results (default: from the hardware)")
@@ -69,9 +69,30 @@ def _parser() -> argparse.ArgumentParser:
     sample.add_argument("--prime", default="def ")
     sample.add_argument("--temperature", type=float, default=0.8)
     sample.add_argument("--seed", type=int, default=None)
-    sample.add_argument("--device", default="cpu")
+    _device_option(sample, default="cpu")
     sample.set_defaults(run=_sample)
     return parser
+
+
+def _device_option(parser: argparse.ArgumentParser, *, default: str, extra: tuple[str, ...] = (),
+                   help_text: str = "cpu, cuda or cuda:N", indexed: bool = True) -> None:
+    """The one ``--device`` argument of every command: validated like ``rnn_xp.RNN(device=...)``."""
+
+    def device(text: str) -> str:
+        if text in extra:
+            return text
+        from rnn_xp._device import parse_device
+
+        try:
+            parsed = parse_device(text)
+        except ValueError as error:
+            raise argparse.ArgumentTypeError(str(error)) from None
+        if not indexed and parsed.index != 0:
+            msg = f"this command runs on cpu or cuda (the current GPU); got {text!r}"
+            raise argparse.ArgumentTypeError(msg)
+        return text if indexed else parsed.kind
+
+    parser.add_argument("--device", type=device, default=default, help=f"{help_text} (default {default})")
 
 
 def _config_class(example: str) -> type:
@@ -87,6 +108,9 @@ def _add_fields(parser: argparse.ArgumentParser, example: str) -> None:
 
     for spec in dataclasses.fields(_config_class(example)):
         default = spec.default
+        if spec.name == "device":
+            _device_option(parser, default=str(default))
+            continue
         kind = type(default) if default is not None else (int if spec.name == "max_updates" else str)
         parser.add_argument(f"--{spec.name.replace('_', '-')}", dest=spec.name, type=kind, default=default,
                             help=f"default {default}")

@@ -155,3 +155,15 @@ def test_train_and_sample_commands(tmp_path: Path, capsys: pytest.CaptureFixture
 def test_train_rejects_an_unknown_sampler(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match=r"sampler must be one of \['streams', 'windows'\]; got 'shuffle'"):
         main(["train", "charlm", "--sampler", "shuffle", "--max-updates", "1", "--out", str(tmp_path)])
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [["bench", "--device", "gpu"], ["sample", "--device", "cuda:x"], ["train", "adding", "--device", "tpu"],
+     ["bench", "--device", "cuda:1"]],
+)
+def test_every_command_validates_device_the_same_way(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+    assert exit_info.value.code == 2
+    assert "--device" in capsys.readouterr().err

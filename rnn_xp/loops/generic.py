@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from array_api_compat import device as device_of
+
 from rnn_xp.loops import inside_lengths, steps
 
 TRUNCATES = True
@@ -125,7 +127,7 @@ def _backward_truncated(
     # by_age[a] is the gradient on the current state that has crossed a recurrent connections so far.
     num_steps, batch, hidden = grad_state.shape
     window = truncate + 1
-    zeros = xp.zeros((window, batch, hidden), dtype=grad_state.dtype, device=_device(grad_state))
+    zeros = xp.zeros((window, batch, hidden), dtype=grad_state.dtype, device=device_of(grad_state))
     by_age = zeros if grad_h_n is None else xp.concat([grad_h_n[None, ...], zeros[1:, ...]])
     per_step: list[Any] = [None] * num_steps
     for t in reversed(steps(num_steps, direction)):
@@ -136,8 +138,3 @@ def _backward_truncated(
         by_age = aged if mask is None else xp.where(mask[t, ...], aged, by_age)
     return xp.stack(per_step), xp.sum(by_age, axis=0)
 
-
-def _device(array: Any) -> Any:
-    from array_api_compat import device
-
-    return device(array)

@@ -18,7 +18,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from array_api_compat import device as device_of
 
+from rnn_xp._device import place
 from rnn_xp.layer import RNN
 from rnn_xp.training.checkpoint import save_checkpoint
 from rnn_xp.training.layers import Linear
@@ -67,7 +69,7 @@ def build_model(config: AddingConfig) -> SequenceModel:
     if config.init == "identity":
         xp = rnn.xp
         like = rnn.parameters()["weight_hh_l0"]
-        rnn.set_parameter("weight_hh_l0", xp.eye(config.hidden, dtype=like.dtype, device=_device(like)))
+        rnn.set_parameter("weight_hh_l0", xp.eye(config.hidden, dtype=like.dtype, device=device_of(like)))
         for name in ("bias_ih_l0", "bias_hh_l0"):
             rnn.set_parameter(name, xp.zeros_like(rnn.parameters()[name]))
     elif config.init != "torch":
@@ -83,7 +85,8 @@ def train(config: AddingConfig, *, log: Callable[[str], None] = print, progress:
     optimizer = Adam(lr=config.lr)
     rng = np.random.default_rng(config.seed)
     held_x, held_y = adding_batch(np.random.default_rng(10_000 + config.seed), 1000, config.steps, config.dtype)
-    held_x, held_y = xp.asarray(held_x), xp.asarray(held_y)
+    like = model.parameters()["rnn.weight_hh_l0"]
+    held_x, held_y = place(xp, held_x, like), place(xp, held_y, like)
     log(
         f"adding: T={config.steps}, RNN(2 -> {config.hidden}, init {config.init}) + Linear, Adam {config.lr}, "
         f"clip {config.clip}, B={config.batch}; baseline MSE {BASELINE_MSE:.3f}"
@@ -101,8 +104,8 @@ def train(config: AddingConfig, *, log: Callable[[str], None] = print, progress:
         while seconds < budget and (config.max_updates is None or updates < config.max_updates):
             tick = time.perf_counter()
             x, y = adding_batch(rng, config.batch, config.steps, config.dtype)
-            prediction, _ = model(xp.asarray(x))
-            loss, cache = mse(prediction, xp.asarray(y))
+            prediction, _ = model(place(xp, x, like))
+            loss, cache = mse(prediction, place(xp, y, like))
             model.backward(mse_backward(cache))
             grads, _ = clip_grad_norm(model.grads, config.clip)
             model.set_parameters(optimizer.step(model.parameters(), grads))
@@ -138,8 +141,3 @@ def train(config: AddingConfig, *, log: Callable[[str], None] = print, progress:
             "seconds_to_tenth_of_baseline": below, "plot": str(figure) if figure else None,
             "log10_improvement": math.log10(BASELINE_MSE / max(final, 1e-12))}
 
-
-def _device(array: Any) -> Any:
-    from array_api_compat import device
-
-    return device(array)

@@ -12,8 +12,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from array_api_compat import device as device_of
 
-from rnn_xp._device import to_numpy
+from rnn_xp._device import place, to_numpy
 from rnn_xp.layer import RNN
 from rnn_xp.training.checkpoint import load_checkpoint, save_checkpoint
 from rnn_xp.training.data import CharVocabulary, DocumentStreams, RandomWindows, split_held_out, stdlib_sources
@@ -116,24 +117,29 @@ class CharLMTrainer:
 
     def _zeros(self) -> Any:
         c = self.config
-        return self.xp.zeros((c.layers, c.batch, c.hidden), dtype=self._dtype())
+        like = self._like()
+        return self.xp.zeros((c.layers, c.batch, c.hidden), dtype=like.dtype, device=device_of(like))
 
-    def _dtype(self) -> Any:
-        return self.model.parameters()["rnn.weight_hh_l0"].dtype
+    def _like(self) -> Any:
+        """An array of the model's, for the dtype and device of every array the trainer creates."""
+        return self.model.parameters()["rnn.weight_hh_l0"]
+
+    def _place(self, host: Any) -> Any:
+        return place(self.xp, host, self._like())
 
     def _loss(self, chunk: Any, state: Any) -> tuple[Any, Any, Any, Any]:
         xp, steps, batch = self.xp, self.config.steps, self.config.batch
         if chunk.reset.all():
             h0 = None
         else:
-            h0 = xp.where(xp.asarray(~chunk.reset)[None, :, None], state, xp.zeros_like(state))
+            h0 = xp.where(self._place(~chunk.reset)[None, :, None], state, xp.zeros_like(state))
         full = bool(chunk.lengths.min() == steps)  # no padding: skip the length mask
-        logits, h_n = self.model(xp.asarray(chunk.inputs), h0, None if full else chunk.lengths)
+        logits, h_n = self.model(self._place(chunk.inputs), h0, None if full else chunk.lengths)
         vocabulary = logits.shape[-1]
         loss, cache = softmax_cross_entropy(
             xp.reshape(logits, (steps * batch, vocabulary)),
-            xp.reshape(xp.asarray(chunk.targets), (steps * batch,)),
-            None if full else xp.reshape(xp.asarray(chunk.target_mask()), (steps * batch,)),
+            xp.reshape(self._place(chunk.targets), (steps * batch,)),
+            None if full else xp.reshape(self._place(chunk.target_mask()), (steps * batch,)),
         )
         return loss, cache, h_n, logits.shape
 
@@ -183,10 +189,9 @@ class CharLMTrainer:
 
     def resume(self, path: Path) -> None:
         params, optimizer_arrays, state = load_checkpoint(path, expected_params=self.model.parameters())
-        xp = self.xp
-        self.model.set_parameters({k: xp.asarray(v) for k, v in params.items()})
-        self.state = xp.asarray(optimizer_arrays.pop("carried_state"))
-        self.optimizer.load_state(state["optimizer"], {k: xp.asarray(v) for k, v in optimizer_arrays.items()})
+        self.model.set_parameters({k: self._place(v) for k, v in params.items()})
+        self.state = self._place(optimizer_arrays.pop("carried_state"))
+        self.optimizer.load_state(state["optimizer"], {k: self._place(v) for k, v in optimizer_arrays.items()})
         self.streams.load_state(state["streams"])
         self.model.rnn.set_dropout_rng_state(state["dropout_rng"])
         self.updates = int(state["updates"])
@@ -276,12 +281,13 @@ def sample(checkpoint: str | Path, *, length: int = 400, prime: str = "def ", te
     vocabulary = CharVocabulary(state["characters"])
     model = build_model(config, len(vocabulary))
     xp = model.xp
-    model.set_parameters({k: xp.asarray(v) for k, v in arrays.items()})
+    like = model.parameters()["rnn.weight_hh_l0"]
+    model.set_parameters({k: place(xp, v, like) for k, v in arrays.items()})
     model.rnn.eval()
     rng = np.random.default_rng(seed)
-    h = xp.zeros((config.layers, 1, config.hidden), dtype=model.parameters()["rnn.weight_hh_l0"].dtype)
+    h = xp.zeros((config.layers, 1, config.hidden), dtype=like.dtype, device=device_of(like))
     tokens = vocabulary.encode(prime or "\n")
-    logits, h = model(xp.asarray(tokens[:, None]), h)
+    logits, h = model(place(xp, tokens[:, None], like), h)
     generated = []
     for _ in range(length):
         scores = to_numpy(logits[-1, 0, :]).astype(np.float64) / max(temperature, 1e-6)
@@ -289,5 +295,5 @@ def sample(checkpoint: str | Path, *, length: int = 400, prime: str = "def ", te
         probabilities /= probabilities.sum()
         token = int(rng.choice(len(probabilities), p=probabilities))
         generated.append(token)
-        logits, h = model(xp.asarray(np.array([[token]], dtype=np.int64)), h)
+        logits, h = model(place(xp, np.array([[token]], dtype=np.int64), like), h)
     return prime + vocabulary.decode(generated)

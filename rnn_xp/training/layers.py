@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
+from array_api_compat import device as device_of
 
 from rnn_xp._device import from_numpy, namespace_for, parse_device
 
@@ -75,6 +76,6 @@ class Embedding:
         xp = self.xp
         weight = self.params["weight"]
         flat = xp.reshape(self._tokens, (-1,))
-        vocabulary = xp.arange(weight.shape[0], dtype=flat.dtype)
+        vocabulary = xp.arange(weight.shape[0], dtype=flat.dtype, device=device_of(flat))
         one_hot = xp.astype(flat[:, None] == vocabulary[None, :], weight.dtype)
         self.grads = {"weight": one_hot.T @ xp.reshape(grad, (flat.shape[0], weight.shape[1]))}

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from array_api_compat import array_namespace
+from array_api_compat import device as device_of
 
 
 def softmax_cross_entropy(logits: Any, targets: Any, mask: Any | None = None) -> tuple[Any, Any]:
@@ -24,7 +25,7 @@ def softmax_cross_entropy(logits: Any, targets: Any, mask: Any | None = None) ->
     xp = array_namespace(logits)
     shifted = logits - xp.max(logits, axis=1, keepdims=True)
     log_normaliser = xp.log(xp.sum(xp.exp(shifted), axis=1))
-    classes = xp.arange(logits.shape[1], dtype=targets.dtype)
+    classes = xp.arange(logits.shape[1], dtype=targets.dtype, device=device_of(targets))
     one_hot = xp.astype(targets[:, None] == classes[None, :], logits.dtype)
     per_row = log_normaliser - xp.sum(shifted * one_hot, axis=1)
     weights = xp.ones_like(per_row) if mask is None else xp.astype(mask, logits.dtype)

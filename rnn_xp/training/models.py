@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from array_api_compat import device as device_of
+
 from rnn_xp.layer import RNN
 from rnn_xp.training.layers import Embedding, Linear
 
@@ -74,7 +76,7 @@ class SequenceModel:
             hidden = self.rnn.hidden_size
             stacked, batch = self._h_n_shape[0], self._h_n_shape[1]
             zeros = xp.zeros((stacked - directions, batch, hidden), dtype=grad_features.dtype,
-                             device=_device(grad_features))
+                             device=device_of(grad_features))
             last = [grad_features[:, d * hidden : (d + 1) * hidden][None, ...] for d in range(directions)]
             grad_x, _ = self.rnn.backward(None, xp.concat([zeros, *last], axis=0))
         else:
@@ -131,8 +133,3 @@ class SimpleRNN:
         self.grads = {f"rnn.{k}": v for k, v in self.rnn.grads.items()}
         return grad_x
 
-
-def _device(array: Any) -> Any:
-    from array_api_compat import device
-
-    return device(array)
