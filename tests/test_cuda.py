@@ -88,16 +88,32 @@ def test_shared_bytes_counts_every_buffer() -> None:
     assert size == ((32 + 16) * 1028 + 8 * 16 * 32 + 2 * 16 * 32) * 4
 
 
+def largest_persistent_hidden(*, sm_count: int, shared_optin: int, directions: int, itemsize: int) -> int:
+    """The largest H for which ``_launch.persistent_plan`` succeeds at batch 1 (it does for every smaller H)."""
+    low, high = 1, 1 << 16
+    while low < high:
+        middle = (low + high + 1) // 2
+        plan = _launch.persistent_plan(
+            sm_count=sm_count, shared_optin=shared_optin, directions=directions, hidden=middle, batch=1,
+            itemsize=itemsize,
+        )
+        if plan is None:
+            high = middle - 1
+        else:
+            low = middle
+    return low
+
+
 def test_largest_persistent_hidden_is_the_boundary() -> None:
     for directions, itemsize in ((1, 4), (2, 4), (1, 8), (2, 8)):
-        largest = _launch.largest_persistent_hidden(**H100, directions=directions, itemsize=itemsize)
+        largest = largest_persistent_hidden(**H100, directions=directions, itemsize=itemsize)
         fits = _launch.persistent_plan(**H100, directions=directions, hidden=largest, batch=1, itemsize=itemsize)
         too_big = _launch.persistent_plan(
             **H100, directions=directions, hidden=largest + 1, batch=1, itemsize=itemsize
         )
         assert fits is not None and too_big is None
-    assert _launch.largest_persistent_hidden(**H100, directions=1, itemsize=4) >= 2048
-    assert _launch.largest_persistent_hidden(**H100, directions=2, itemsize=4) >= 1024
+    assert largest_persistent_hidden(**H100, directions=1, itemsize=4) >= 2048
+    assert largest_persistent_hidden(**H100, directions=2, itemsize=4) >= 1024
 
 
 def test_step_grid_covers_every_output() -> None:
@@ -203,7 +219,7 @@ def _persistent_limit(directions: int, itemsize: int) -> int:
     import cupy
 
     attributes = cupy.cuda.Device().attributes
-    return _launch.largest_persistent_hidden(
+    return largest_persistent_hidden(
         sm_count=int(attributes["MultiProcessorCount"]),
         shared_optin=int(attributes["MaxSharedMemoryPerBlockOptin"]),
         directions=directions,

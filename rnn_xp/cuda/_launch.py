@@ -123,22 +123,6 @@ def choose_plan(
     return plan if plan.step_us <= per_step else None
 
 
-def largest_persistent_hidden(*, sm_count: int, shared_optin: int, directions: int, itemsize: int) -> int:
-    """The largest H for which :func:`persistent_plan` succeeds at batch 1 (it does for every smaller H)."""
-    low, high = 1, 1 << 16
-    while low < high:
-        middle = (low + high + 1) // 2
-        plan = persistent_plan(
-            sm_count=sm_count, shared_optin=shared_optin, directions=directions, hidden=middle, batch=1,
-            itemsize=itemsize,
-        )
-        if plan is None:
-            high = middle - 1
-        else:
-            low = middle
-    return low
-
-
 def step_grid(*, batch: int, hidden: int) -> tuple[int]:
     """Grid of the per-step epilogue kernels: one thread per (sample, hidden unit)."""
     return (math.ceil(batch * hidden / STEP_THREADS),)
