@@ -11,7 +11,6 @@ clipping. ``--init torch`` keeps torch's uniform init with tanh, for comparison.
 from __future__ import annotations
 
 import math
-import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -24,10 +23,11 @@ from rnn_xp._device import place
 from rnn_xp.layer import RNN
 from rnn_xp.training.checkpoint import save_checkpoint
 from rnn_xp.training.layers import Linear
+from rnn_xp.training.loop import TrainingRun, run_training
 from rnn_xp.training.losses import mse, mse_backward
 from rnn_xp.training.models import SequenceModel
 from rnn_xp.training.optim import Adam, clip_grad_norm
-from rnn_xp.training.report import plot_curves, progress_bar
+from rnn_xp.training.report import plot_curves
 
 BASELINE_MSE = 1.0 / 6.0
 
@@ -96,33 +96,24 @@ def train(config: AddingConfig, *, log: Callable[[str], None] = print, progress:
         prediction, _ = model(held_x)
         return float(mse(prediction, held_y)[0])
 
-    history: dict[str, list[Any]] = {"train": [], "held_out": [(0.0, held_out())]}
-    budget = config.minutes * 60.0
-    bar = progress_bar(budget) if progress else None
-    seconds, updates, last_eval = 0.0, 0, time.perf_counter()
-    try:
-        while seconds < budget and (config.max_updates is None or updates < config.max_updates):
-            tick = time.perf_counter()
-            x, y = adding_batch(rng, config.batch, config.steps, config.dtype)
-            prediction, _ = model(place(xp, x, like))
-            loss, cache = mse(prediction, place(xp, y, like))
-            model.backward(mse_backward(cache))
-            grads, _ = clip_grad_norm(model.grads, config.clip)
-            model.set_parameters(optimizer.step(model.parameters(), grads))
-            seconds += time.perf_counter() - tick
-            updates += 1
-            history["train"].append((seconds, float(loss)))
-            if time.perf_counter() - last_eval >= config.eval_every_s:
-                history["held_out"].append((seconds, held_out()))
-                last_eval = time.perf_counter()
-            if bar is not None:
-                bar.update(min(int(seconds), int(budget)) - bar.n)
-                bar.set_postfix(refresh=False, mse=f"{float(loss):.4f}", held_out=f"{history['held_out'][-1][1]:.4f}")
-    except KeyboardInterrupt:
+    def update() -> float:
+        x, y = adding_batch(rng, config.batch, config.steps, config.dtype)
+        prediction, _ = model(place(xp, x, like))
+        loss, cache = mse(prediction, place(xp, y, like))
+        model.backward(mse_backward(cache))
+        grads, _ = clip_grad_norm(model.grads, config.clip)
+        model.set_parameters(optimizer.step(model.parameters(), grads))
+        return float(loss)
+
+    run = run_training(
+        update, held_out, budget_seconds=config.minutes * 60.0, max_updates=config.max_updates,
+        eval_every_s=config.eval_every_s, progress=progress,
+        postfix=lambda run, loss: {"mse": f"{loss:.4f}", "held_out": f"{run.history['held_out'][-1][1]:.4f}"},
+        run=TrainingRun(history={"train": [], "held_out": [(0.0, held_out())]}),
+    )
+    if run.interrupted:
         log("interrupted")
-    finally:
-        if bar is not None:
-            bar.close()
+    history, seconds, updates = run.history, run.train_seconds, run.updates
     final = held_out()
     history["held_out"].append((seconds, final))
     out = Path(config.out)

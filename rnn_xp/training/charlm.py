@@ -19,10 +19,11 @@ from rnn_xp.layer import RNN
 from rnn_xp.training.checkpoint import load_checkpoint, save_checkpoint
 from rnn_xp.training.data import CharVocabulary, DocumentStreams, RandomWindows, split_held_out, stdlib_sources
 from rnn_xp.training.layers import Embedding, Linear
+from rnn_xp.training.loop import TrainingRun, run_training
 from rnn_xp.training.losses import softmax_cross_entropy, softmax_cross_entropy_backward
 from rnn_xp.training.models import SequenceModel
 from rnn_xp.training.optim import Adam, clip_grad_norm
-from rnn_xp.training.report import plot_curves, progress_bar
+from rnn_xp.training.report import plot_curves
 
 SAMPLERS: dict[str, Any] = {"windows": RandomWindows, "streams": DocumentStreams}
 
@@ -210,36 +211,25 @@ def train(
         f"Embedding({config.embedding}) + RNN(H={config.hidden}, L={config.layers}) + Linear, Adam {config.lr}, "
         f"T={config.steps}, B={config.batch}, {config.sampler}, on {config.device}"
     )
-    history: dict[str, list[Any]] = {"train": [], "held_out": []}
-    budget = config.minutes * 60.0
-    bar = progress_bar(budget) if progress else None
-    started = last_eval = time.perf_counter()
-    train_seconds = 0.0
-    smoothed = None
-    try:
-        while train_seconds < budget and (config.max_updates is None or trainer.updates < config.max_updates):
-            tick = time.perf_counter()
-            loss = trainer.update()
-            train_seconds += time.perf_counter() - tick
-            smoothed = loss if smoothed is None else 0.98 * smoothed + 0.02 * loss
-            history["train"].append((train_seconds, loss / math.log(2)))
-            if time.perf_counter() - last_eval >= config.eval_every_s:
-                bits = trainer.evaluate(config.eval_chunks)
-                history["held_out"].append((train_seconds, bits))
-                last_eval = time.perf_counter()
-            if bar is not None:
-                bar.update(min(int(train_seconds), int(budget)) - bar.n)
-                bar.set_postfix(
-                    refresh=False,
-                    bpc=f"{smoothed / math.log(2):.3f}",
-                    held_out=f"{history['held_out'][-1][1]:.3f}" if history["held_out"] else "-",
-                    chars_per_s=f"{trainer.updates * config.steps * config.batch / train_seconds:,.0f}",
-                )
-    except KeyboardInterrupt:
+    started = time.perf_counter()
+    smoothed: list[float] = []
+
+    def postfix(run: TrainingRun, bits: float) -> dict[str, str]:
+        smoothed[:] = [bits if not smoothed else 0.98 * smoothed[0] + 0.02 * bits]
+        return {
+            "bpc": f"{smoothed[0]:.3f}",
+            "held_out": f"{run.history['held_out'][-1][1]:.3f}" if run.history["held_out"] else "-",
+            "chars_per_s": f"{trainer.updates * config.steps * config.batch / max(run.train_seconds, 1e-9):,.0f}",
+        }
+
+    run = run_training(
+        lambda: trainer.update() / math.log(2), lambda: trainer.evaluate(config.eval_chunks),
+        budget_seconds=config.minutes * 60.0, max_updates=config.max_updates, eval_every_s=config.eval_every_s,
+        progress=progress, postfix=postfix, run=TrainingRun(updates=trainer.updates),
+    )
+    if run.interrupted:
         log("interrupted: evaluating and saving what was trained")
-    finally:
-        if bar is not None:
-            bar.close()
+    history, train_seconds = run.history, run.train_seconds
     full_chunks = max(1, corpus.sizes["held_out_chars"] // (config.steps * config.batch))
     final = trainer.evaluate(full_chunks)
     history["final"] = [(train_seconds, final)]
