@@ -8,8 +8,8 @@ import importlib.util
 import os
 from typing import Any
 
-import numpy as np
 import pytest
+from helpers import HAVE_GPU
 
 
 class Backend(enum.Enum):
@@ -20,16 +20,6 @@ class Backend(enum.Enum):
     CUPY = "cupy"
 
 
-def gpu_available() -> bool:
-    try:
-        import cupy
-
-        return bool(cupy.cuda.runtime.getDeviceCount() > 0)
-    except Exception:  # no CuPy, no driver or no device: all mean "no GPU here"
-        return False
-
-
-HAVE_GPU = gpu_available()
 # Set on a GPU machine (tools/gpu_session.sh): a GPU test that would skip fails instead, so a run in which CuPy,
 # the device or torch with CUDA is missing cannot pass by skipping everything.
 REQUIRE_GPU = os.environ.get("RNN_XP_REQUIRE_GPU", "") == "1"
@@ -95,48 +85,3 @@ def xp(request: Any) -> Any:
         jax.config.update("jax_enable_x64", True)  # the parity tests are float64
         return importlib.import_module("jax.numpy")
     return importlib.import_module("array_api_compat.numpy")
-
-
-def to_numpy(array: Any) -> np.ndarray:
-    from rnn_xp._device import to_numpy as convert
-
-    return np.asarray(convert(array))
-
-
-def from_numpy(xp: Any, host: np.ndarray) -> Any:
-    """``host`` as an array of ``xp`` (on its default device)."""
-    return xp.asarray(np.ascontiguousarray(host))
-
-
-def assert_close(actual: Any, desired: Any, *, xp: Any | None = None, rtol: float | None = None) -> None:
-    """Normwise relative closeness, plus same namespace/shape/dtype when ``xp`` is given.
-
-    ``max|a - d| <= rtol * max(1, max|d|)``; rtol defaults to 100 eps of the dtype.
-    """
-    if xp is not None:
-        from array_api_compat import array_namespace
-
-        assert array_namespace(actual) is array_namespace(xp.asarray(0.0)), type(actual)
-    a, d = to_numpy(actual), to_numpy(desired)
-    assert a.shape == d.shape, (a.shape, d.shape)
-    if rtol is None:
-        rtol = 100 * float(np.finfo(a.dtype).eps)
-    scale = max(1.0, float(np.max(np.abs(d)))) if d.size else 1.0
-    error = float(np.max(np.abs(a - d))) if d.size else 0.0
-    assert error <= rtol * scale, f"max abs error {error:.3e} > {rtol:.1e} * {scale:.3g}"
-
-
-def random_params(
-    rng: np.random.Generator,
-    *,
-    input_size: int,
-    hidden_size: int,
-    num_layers: int = 1,
-    bidirectional: bool = False,
-    bias: bool = True,
-    dtype: str = "float64",
-) -> dict[str, np.ndarray]:
-    from rnn_xp.params import ParamLayout, init_params
-
-    layout = ParamLayout(input_size, hidden_size, num_layers, 2 if bidirectional else 1, bias)
-    return init_params(layout, seed=int(rng.integers(2**31)), dtype=dtype)

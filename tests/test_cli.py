@@ -124,7 +124,7 @@ def test_compare_rejects_a_foreign_file(tmp_path: Path, capsys: pytest.CaptureFi
 def test_bench_rejects_unknown_peers_and_missing_gpu(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["bench", "--peers", "tensorflow"]) == 2
     assert "--peers must be among" in capsys.readouterr().err
-    from conftest import HAVE_GPU
+    from helpers import HAVE_GPU
 
     if not HAVE_GPU:
         assert main(["bench", "--device", "cuda"]) == 2

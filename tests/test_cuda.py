@@ -11,8 +11,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from conftest import assert_close, random_params
-from test_functional import GRID, _case_id, make_case, run_rnn_xp, torch_reference
+from helpers import GRID, assert_close, case_id, make_case, random_params, run_rnn_xp, torch_reference
 
 from rnn_xp.cuda import _launch
 
@@ -161,7 +160,7 @@ def test_cupy_selection_picks_the_kernels(monkeypatch: pytest.MonkeyPatch) -> No
 
 
 @pytest.mark.gpu
-@pytest.mark.parametrize("case", GRID, ids=[_case_id(c) for c in GRID])
+@pytest.mark.parametrize("case", GRID, ids=[case_id(c) for c in GRID])
 def test_kernels_match_torch_in_float64(case: dict[str, Any]) -> None:
     pytest.importorskip("torch")
     xp = _cupy()
@@ -175,7 +174,7 @@ def test_kernels_match_torch_in_float64(case: dict[str, Any]) -> None:
 
 
 @pytest.mark.gpu
-@pytest.mark.parametrize("case", GRID[::7], ids=[_case_id(c) for c in GRID[::7]])
+@pytest.mark.parametrize("case", GRID[::7], ids=[case_id(c) for c in GRID[::7]])
 def test_kernels_match_generic_path(case: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> None:
     xp = _cupy()
     data = make_case(case, seed=1)

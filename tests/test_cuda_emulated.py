@@ -121,16 +121,16 @@ CASES = [
 ]
 
 
-def _case_id(case: dict[str, Any]) -> str:
+def case_id(case: dict[str, Any]) -> str:
     flags = [case["nonlinearity"], case["dtype"][5:], "bi" if case["directions"] == 2 else "uni"]
     flags += ["bias"] * case["bias"] + ["lengths"] * case["lengths"]
     return f"T{case['steps']}-B{case['batch']}-H{case['hidden']}-" + "-".join(flags)
 
 
-@pytest.mark.parametrize("case", CASES, ids=[_case_id(c) for c in CASES])
+@pytest.mark.parametrize("case", CASES, ids=[case_id(c) for c in CASES])
 def test_kernels_match_the_numpy_loop(case: dict[str, Any], emulated: Emulated) -> None:
     problem = _problem(case["steps"], case["batch"], case["hidden"], case["directions"], bias=case["bias"],
-                       lengths=case["lengths"], dtype=case["dtype"], seed=len(_case_id(case)))
+                       lengths=case["lengths"], dtype=case["dtype"], seed=len(case_id(case)))
     got, expected = _run_both(emulated, problem, case["nonlinearity"])
     _assert_close(got, expected, case["dtype"])
     plan = recurrence._plan(case["directions"], case["hidden"], case["batch"], np.dtype(case["dtype"]))
@@ -139,7 +139,7 @@ def test_kernels_match_the_numpy_loop(case: dict[str, Any], emulated: Emulated) 
     assert (emulated.launched["rnn_forward_step"] == case["steps"] * case["directions"]) == (not persistent)
 
 
-@pytest.mark.parametrize("case", CASES[::3], ids=[_case_id(c) for c in CASES[::3]])
+@pytest.mark.parametrize("case", CASES[::3], ids=[case_id(c) for c in CASES[::3]])
 def test_per_step_path_matches_the_numpy_loop(case: dict[str, Any], emulated: Emulated) -> None:
     problem = _problem(case["steps"], case["batch"], case["hidden"], case["directions"], bias=case["bias"],
                        lengths=case["lengths"], dtype=case["dtype"], seed=3)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from conftest import assert_close, random_params
+from helpers import assert_close, random_params
 
 from rnn_xp.functional import rnn_backward, rnn_forward
 from rnn_xp.functional._dropout import dropout_masks
@@ -88,7 +88,7 @@ def test_dropout_gradients_match_finite_differences() -> None:
 @pytest.mark.parametrize("dropout", [0.0, 0.25])
 def test_generic_namespace_gets_the_same_dropout(xp: object, dropout: float) -> None:
     """Masks come from the seed, not the backend: every namespace drops the same units."""
-    from conftest import from_numpy
+    from helpers import from_numpy
 
     params, x = _setup(num_layers=2)
     expected, _, _ = rnn_forward(x, params, dropout=dropout, training=True, seed=21)

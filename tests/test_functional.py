@@ -2,100 +2,30 @@
 
 from __future__ import annotations
 
-import itertools
 from typing import Any
 
 import numpy as np
 import pytest
-from conftest import assert_close, from_numpy, random_params, to_numpy
+from helpers import (
+    GRID,
+    PARITY_RTOL,
+    assert_close,
+    assert_matches,
+    case_id,
+    make_case,
+    random_params,
+    run_rnn_xp,
+    to_numpy,
+    torch_reference,
+)
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from references import loop_rnn, torch_rnn
+from references import loop_rnn
 
 from rnn_xp.functional import rnn_backward, rnn_forward
 
-PARITY_RTOL = 1e-10
 
-GRID = [
-    dict(
-        num_layers=layers,
-        bidirectional=bidirectional,
-        nonlinearity=nonlinearity,
-        bias=bias,
-        batch_first=batch_first,
-        with_h0=with_h0,
-        with_lengths=with_lengths,
-        unbatched=unbatched,
-    )
-    for layers, bidirectional, nonlinearity, bias, batch_first, with_h0, with_lengths, unbatched in itertools.product(
-        (1, 2, 3), (False, True), ("tanh", "relu"), (True, False), (False, True), (False, True), (False, True),
-        (False, True),
-    )
-    if not (unbatched and (with_lengths or batch_first))
-]
-
-
-def _case_id(case: dict[str, Any]) -> str:
-    parts = [f"L{case['num_layers']}", "bi" if case["bidirectional"] else "uni", case["nonlinearity"]]
-    parts += [name for name in ("bias", "batch_first", "with_h0", "with_lengths", "unbatched") if case[name]]
-    return "-".join(parts)
-
-
-def make_case(case: dict[str, Any], seed: int = 0, *, steps: int = 6, batch: int = 4) -> dict[str, Any]:
-    """Random float64 inputs for one grid case, in torch's layout for that case."""
-    rng = np.random.default_rng(seed)
-    input_size, hidden = 5, 7
-    directions = 2 if case["bidirectional"] else 1
-    params = random_params(
-        rng, input_size=input_size, hidden_size=hidden, num_layers=case["num_layers"],
-        bidirectional=case["bidirectional"], bias=case["bias"],
-    )
-    stacked = case["num_layers"] * directions
-    if case["unbatched"]:
-        x = rng.standard_normal((steps, input_size))
-        h0 = rng.standard_normal((stacked, hidden)) if case["with_h0"] else None
-        grad_out = rng.standard_normal((steps, directions * hidden))
-        grad_h_n = rng.standard_normal((stacked, hidden))
-    else:
-        x = rng.standard_normal((batch, steps, input_size) if case["batch_first"] else (steps, batch, input_size))
-        h0 = rng.standard_normal((stacked, batch, hidden)) if case["with_h0"] else None
-        out_shape = (batch, steps, directions * hidden) if case["batch_first"] else (steps, batch, directions * hidden)
-        grad_out = rng.standard_normal(out_shape)
-        grad_h_n = rng.standard_normal((stacked, batch, hidden))
-    lengths = np.array([steps, 1, 3, steps - 1][:batch]) if case["with_lengths"] else None
-    return dict(params=params, x=x, h0=h0, lengths=lengths, grad_out=grad_out, grad_h_n=grad_h_n)
-
-
-def torch_reference(case: dict[str, Any], data: dict[str, Any]) -> dict[str, Any]:
-    return torch_rnn(
-        data["params"], data["x"], data["h0"], data["lengths"], data["grad_out"], data["grad_h_n"],
-        num_layers=case["num_layers"], bidirectional=case["bidirectional"], nonlinearity=case["nonlinearity"],
-        bias=case["bias"], batch_first=case["batch_first"] and not case["unbatched"],
-    )
-
-
-def run_rnn_xp(xp: Any, case: dict[str, Any], data: dict[str, Any], *, loop: str = "auto") -> dict[str, Any]:
-    params = {k: from_numpy(xp, v) for k, v in data["params"].items()}
-    h0 = None if data["h0"] is None else from_numpy(xp, data["h0"])
-    out, h_n, cache = rnn_forward(
-        from_numpy(xp, data["x"]), params, h0, lengths=data["lengths"], nonlinearity=case["nonlinearity"],
-        batch_first=case["batch_first"], loop=loop,
-    )
-    grad_x, grad_h0, grads = rnn_backward(cache, from_numpy(xp, data["grad_out"]), from_numpy(xp, data["grad_h_n"]))
-    return dict(out=out, h_n=h_n, grad_x=grad_x, grad_h0=grad_h0, grads=grads)
-
-
-def assert_matches(ours: dict[str, Any], reference: dict[str, Any], *, xp: Any, rtol: float) -> None:
-    for name in ("out", "h_n", "grad_x"):
-        assert_close(ours[name], reference[name], xp=xp, rtol=rtol)
-    if reference["grad_h0"] is not None:
-        assert_close(ours["grad_h0"], reference["grad_h0"], xp=xp, rtol=rtol)
-    assert list(ours["grads"]) == list(reference["grads"])
-    for name, grad in reference["grads"].items():
-        assert_close(ours["grads"][name], grad, xp=xp, rtol=rtol)
-
-
-@pytest.mark.parametrize("case", GRID, ids=[_case_id(c) for c in GRID])
+@pytest.mark.parametrize("case", GRID, ids=[case_id(c) for c in GRID])
 def test_numpy_matches_torch_over_the_grid(case: dict[str, Any]) -> None:
     pytest.importorskip("torch")
     import array_api_compat.numpy as xp
@@ -114,14 +44,14 @@ XP_CASES = [
 ]
 
 
-@pytest.mark.parametrize("case", XP_CASES, ids=[_case_id(c) for c in XP_CASES])
+@pytest.mark.parametrize("case", XP_CASES, ids=[case_id(c) for c in XP_CASES])
 def test_every_namespace_matches_torch(xp: Any, case: dict[str, Any]) -> None:
     pytest.importorskip("torch")
     data = make_case(case, seed=3)
     assert_matches(run_rnn_xp(xp, case, data), torch_reference(case, data), xp=xp, rtol=PARITY_RTOL)
 
 
-@pytest.mark.parametrize("case", XP_CASES, ids=[_case_id(c) for c in XP_CASES])
+@pytest.mark.parametrize("case", XP_CASES, ids=[case_id(c) for c in XP_CASES])
 def test_every_namespace_matches_the_loop_reference(xp: Any, case: dict[str, Any]) -> None:
     data = make_case(case, seed=4)
     x, h0 = data["x"], data["h0"]

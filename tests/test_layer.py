@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from conftest import HAVE_GPU, assert_close
+from helpers import HAVE_GPU, assert_close
 
 import rnn_xp
 

@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from conftest import HAVE_GPU
+from helpers import HAVE_GPU
 
 from rnn_xp.training import models
 from rnn_xp.training.adding import AddingConfig

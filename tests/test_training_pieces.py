@@ -6,7 +6,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from conftest import assert_close
+from helpers import assert_close
 
 import rnn_xp
 from rnn_xp.training import (

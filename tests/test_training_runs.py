@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import assert_close
+from helpers import assert_close
 
 import rnn_xp
 from rnn_xp.training.adding import AddingConfig, adding_batch

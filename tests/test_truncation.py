@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from conftest import assert_close, random_params
+from helpers import assert_close, random_params
 from references import truncated_bptt_reference
 
 from rnn_xp.functional import rnn_backward, rnn_forward
