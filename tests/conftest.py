@@ -67,7 +67,21 @@ _BACKEND_PARAMS = [
 ]
 
 
-@pytest.fixture(params=_BACKEND_PARAMS)
+def pytest_generate_tests(metafunc: Any) -> None:
+    """The one backend fixture: every test that takes ``xp`` runs on every backend, or on those its
+    ``@pytest.mark.backends("numpy", "cupy", ...)`` names."""
+    if "xp" not in metafunc.fixturenames:
+        return
+    marker = metafunc.definition.get_closest_marker("backends")
+    wanted = set(marker.args) if marker is not None else {b.value for b in Backend}
+    unknown = wanted - {b.value for b in Backend}
+    if unknown:
+        msg = f"backends marker names unknown backends {sorted(unknown)}; known: {[b.value for b in Backend]}"
+        raise ValueError(msg)
+    metafunc.parametrize("xp", [p for p in _BACKEND_PARAMS if p.id in wanted], indirect=True)
+
+
+@pytest.fixture
 def xp(request: Any) -> Any:
     """An array-api-compat namespace (array_api_strict and jax.numpy as themselves); skips absent backends."""
     backend: Backend = request.param

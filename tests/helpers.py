@@ -51,7 +51,7 @@ def assert_close(
 
     if xp is not None:
         assert array_namespace(actual) is array_namespace(xp.asarray(0.0)), type(actual)
-        assert device(actual) == device(xp.asarray(0.0)), (device(actual), device(xp.asarray(0.0)))
+        assert str(device(actual)) == str(device(xp.asarray(0.0))), (device(actual), device(xp.asarray(0.0)))
     if dtype is not None:
         assert actual.dtype == dtype, (actual.dtype, dtype)
     a, d = to_numpy(actual), to_numpy(desired)

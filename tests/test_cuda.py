@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from helpers import GRID, assert_close, case_id, make_case, random_params, run_rnn_xp, torch_reference
+from helpers import GRID, assert_close, case_id, make_case, random_params, run_rnn_xp
 
 from rnn_xp.cuda import _launch
 
@@ -129,9 +129,8 @@ def test_force_generic_environment_variable_is_read_at_import() -> None:
         assert out.stdout.strip() == expected
 
 
-def test_numpy_selection_is_unaffected_by_the_cuda_switch(monkeypatch: pytest.MonkeyPatch) -> None:
-    import array_api_compat.numpy as xp
-
+@pytest.mark.backends("numpy")
+def test_numpy_selection_is_unaffected_by_the_cuda_switch(xp: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     import rnn_xp._selection as selection
     from rnn_xp.loops import generic, numpy_inplace
 
@@ -141,42 +140,22 @@ def test_numpy_selection_is_unaffected_by_the_cuda_switch(monkeypatch: pytest.Mo
     assert generic.TRUNCATES and not numpy_inplace.TRUNCATES
 
 
-# -- GPU -----------------------------------------------------------------------------------------------------------
-def _cupy() -> Any:
-    return pytest.importorskip("array_api_compat.cupy")
-
-
-@pytest.mark.gpu
-def test_cupy_selection_picks_the_kernels(monkeypatch: pytest.MonkeyPatch) -> None:
+# -- GPU (the kernels against torch in float64 over the whole grid: test_functional.test_matches_torch_over_the_grid) --
+@pytest.mark.backends("cupy")
+def test_cupy_selection_picks_the_kernels(xp: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     import rnn_xp._selection as selection
     from rnn_xp.loops import generic
     from rnn_xp.loops.cuda import CudaLoop
 
-    xp = _cupy()
     assert isinstance(selection.select_loop(xp), CudaLoop)
     assert selection.select_loop(xp, generic=True) is generic
     monkeypatch.setattr(selection, "FORCE_GENERIC", True)
     assert selection.select_loop(xp) is generic
 
 
-@pytest.mark.gpu
-@pytest.mark.parametrize("case", GRID, ids=[case_id(c) for c in GRID])
-def test_kernels_match_torch_in_float64(case: dict[str, Any]) -> None:
-    pytest.importorskip("torch")
-    xp = _cupy()
-    data = make_case(case)
-    ours = run_rnn_xp(xp, case, data)
-    reference = torch_reference(case, data)
-    for name in ("out", "h_n", "grad_x"):
-        assert_close(ours[name], reference[name], rtol=1e-10)
-    for name, grad in reference["grads"].items():
-        assert_close(ours["grads"][name], grad, rtol=1e-10)
-
-
-@pytest.mark.gpu
+@pytest.mark.backends("cupy")
 @pytest.mark.parametrize("case", GRID[::7], ids=[case_id(c) for c in GRID[::7]])
-def test_kernels_match_generic_path(case: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> None:
-    xp = _cupy()
+def test_kernels_match_generic_path(case: dict[str, Any], xp: Any) -> None:
     data = make_case(case, seed=1)
     kernels = run_rnn_xp(xp, case, data)
     generic = run_rnn_xp(xp, case, data, loop="generic")

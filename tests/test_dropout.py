@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import pytest
 from helpers import assert_close, random_params
@@ -46,14 +48,13 @@ def test_single_layer_has_nothing_to_drop() -> None:
     np.testing.assert_array_equal(trained, plain)
 
 
-def test_mask_is_applied_between_layers_only() -> None:
+@pytest.mark.backends("numpy")
+def test_mask_is_applied_between_layers_only(xp: Any) -> None:
     """A 2-layer training forward equals layer 0, times the seeded mask, fed to layer 1 (no mask after it)."""
     params, x = _setup(num_layers=2)
     out, h_n, _ = rnn_forward(x, params, dropout=0.4, training=True, seed=5)
     layer0 = {k: v for k, v in params.items() if "_l0" in k}
     layer1 = {k.replace("_l1", "_l0"): v for k, v in params.items() if "_l1" in k}
-    import array_api_compat.numpy as xp
-
     (mask,) = dropout_masks(xp, 0.4, 5, num_masks=1, shape=(7, 5, 12), dtype=np.float64, device="cpu")
     middle, h_n0, _ = rnn_forward(x, layer0)
     expected, h_n1, _ = rnn_forward(middle * mask, layer1)

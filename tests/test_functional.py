@@ -25,11 +25,11 @@ from references import loop_rnn
 from rnn_xp.functional import rnn_backward, rnn_forward
 
 
+@pytest.mark.backends("numpy", "cupy")
 @pytest.mark.parametrize("case", GRID, ids=[case_id(c) for c in GRID])
-def test_numpy_matches_torch_over_the_grid(case: dict[str, Any]) -> None:
+def test_matches_torch_over_the_grid(case: dict[str, Any], xp: Any) -> None:
+    """NumPy's loop and, on a GPU, the CUDA kernels, against torch in float64 over the whole grid."""
     pytest.importorskip("torch")
-    import array_api_compat.numpy as xp
-
     data = make_case(case)
     assert_matches(run_rnn_xp(xp, case, data), torch_reference(case, data), xp=xp, rtol=PARITY_RTOL)
 
@@ -73,9 +73,9 @@ def test_every_namespace_matches_the_loop_reference(xp: Any, case: dict[str, Any
     assert_close(h_n, expected_h_n, rtol=PARITY_RTOL)
 
 
-def test_float32_matches_torch_to_1e_5() -> None:
+@pytest.mark.backends("numpy")
+def test_float32_matches_torch_to_1e_5(xp: Any) -> None:
     pytest.importorskip("torch")
-    import array_api_compat.numpy as xp
 
     case = XP_CASES[0]
     data = make_case(case, seed=5)
@@ -182,11 +182,11 @@ def test_backward_can_run_twice_with_the_same_result() -> None:
         np.testing.assert_array_equal(first[2][name], second[2][name])
 
 
-def test_generic_loop_equals_numpy_inplace_loop() -> None:
+@pytest.mark.backends("numpy")
+def test_generic_loop_equals_numpy_inplace_loop(xp: Any) -> None:
     """The NumPy buffer-reusing loop and the generic Array-API loop give the same numbers on NumPy arrays."""
     case = XP_CASES[0]
     data = make_case(case, seed=10)
-    import array_api_compat.numpy as xp
 
     inplace = run_rnn_xp(xp, case, data)
     generic = run_rnn_xp(xp, case, data, loop="generic")

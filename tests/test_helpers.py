@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import pytest
 from helpers import assert_close
 
 
-def test_assert_close_checks_values_shape_namespace_and_dtype() -> None:
-    import array_api_compat.numpy as xp
+@pytest.mark.backends("numpy")
+def test_assert_close_checks_values_shape_namespace_and_dtype(xp: Any) -> None:
 
     assert_close(np.ones(3), np.ones(3), xp=xp, dtype=np.float64)
     with pytest.raises(AssertionError, match="max abs error"):

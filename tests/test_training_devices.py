@@ -75,8 +75,8 @@ def test_charlm_training_steps_create_every_array_with_a_device(tmp_path: Path, 
     assert np.isfinite(trainer.evaluate(2))
 
 
-def test_the_strict_namespace_catches_a_creation_without_device() -> None:
-    import array_api_compat.numpy as xp
+@pytest.mark.backends("numpy")
+def test_the_strict_namespace_catches_a_creation_without_device(xp: Any) -> None:
 
     strict = DeviceStrictNamespace(xp)
     with pytest.raises(AssertionError, match=r"xp.zeros called without device="):
