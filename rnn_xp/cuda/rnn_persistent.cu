@@ -154,6 +154,19 @@ __device__ __forceinline__ void check_launch(int blocks) {
     if (gridDim.x != static_cast<unsigned int>(blocks) || blockDim.x != kWarps * kWarp) __trap();
 }
 
+// This block's share of the launch: its direction, its batch group, and the first hidden unit (forward) or column
+// (backward) of its slice. Checks the launch shape first.
+struct BlockWork {
+    int direction, group, first;
+    __device__ BlockWork(int directions, int row_blocks, int batch_groups, int rows) {
+        const int per_direction = row_blocks * batch_groups;
+        check_launch(directions * per_direction);
+        direction = static_cast<int>(blockIdx.x) / per_direction;
+        group = (static_cast<int>(blockIdx.x) % per_direction) / row_blocks;
+        first = (static_cast<int>(blockIdx.x) % row_blocks) * rows;
+    }
+};
+
 // Blocks of one group: announce that this block's part of the step is in global memory / wait for all of it.
 __device__ __forceinline__ void arrive(unsigned int* counter) {
     __syncthreads();
@@ -198,11 +211,8 @@ __global__ void __launch_bounds__(256, 1) rnn_forward_persistent(
     extern __shared__ __align__(16) unsigned char shared_raw[];
     const Tl s(shared_raw, padded, false);
 
-    const int per_direction = row_blocks * batch_groups;
-    rnn_xp::check_launch(directions * per_direction);
-    const int direction = blockIdx.x / per_direction;
-    const int group = (blockIdx.x % per_direction) / row_blocks;
-    const int row0 = (blockIdx.x % row_blocks) * Tl::kRows;
+    const rnn_xp::BlockWork work(directions, row_blocks, batch_groups, Tl::kRows);
+    const int direction = work.direction, group = work.group, row0 = work.first;
     T* states = direction ? states1 : states0;
     const T* bias = direction ? bias1 : bias0;
     const T* weight = direction ? weight1 : weight0;
@@ -291,11 +301,8 @@ __global__ void __launch_bounds__(256, 1) rnn_backward_persistent(
     extern __shared__ __align__(16) unsigned char shared_raw[];
     const Tl s(shared_raw, padded, true);
 
-    const int per_direction = row_blocks * batch_groups;
-    rnn_xp::check_launch(directions * per_direction);
-    const int direction = blockIdx.x / per_direction;
-    const int group = (blockIdx.x % per_direction) / row_blocks;
-    const int col0 = (blockIdx.x % row_blocks) * Tl::kRows;
+    const rnn_xp::BlockWork work(directions, row_blocks, batch_groups, Tl::kRows);
+    const int direction = work.direction, group = work.group, col0 = work.first;
     const T* grad_states = direction ? grad_states1 : grad_states0;
     const T* states = direction ? states1 : states0;
     const T* weight = direction ? weight1 : weight0;
