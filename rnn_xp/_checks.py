@@ -100,7 +100,10 @@ def check_truncate(truncate: Any) -> int | None:
 
 
 def check_dtype_name(dtype: Any) -> str:
-    """'float32' or 'float64' from that string or a NumPy dtype (np.float32, np.dtype('float64'))."""
+    """'float32' or 'float64' from that string or a NumPy dtype (np.float32, np.dtype('float64')); None means the
+    default, float32 (as in torch; NumPy's own None would mean float64)."""
+    if dtype is None:
+        return "float32"
     if isinstance(dtype, str):
         if dtype not in DTYPES:
             msg = f"dtype must be one of {DTYPES}; got {dtype!r}"

@@ -228,3 +228,19 @@ def test_falls_back_to_the_per_step_path_when_the_persistent_module_cannot_build
         got, expected = _run_both(emulated, problem, "tanh")
     _assert_close(got, expected, "float64")
     assert emulated.launched["rnn_forward_step"] == 4 * 2 and emulated.launched["rnn_forward_persistent"] == 0
+
+
+@pytest.mark.parametrize("persistent", [True, False])
+def test_relu_keeps_nan_in_the_kernels(persistent: bool, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A NaN pre-activation stays NaN through the kernels' relu, as in the NumPy loop and torch."""
+    emulated = Emulated(monkeypatch, "tight")
+    problem = _problem(3, 3, 13, 1, bias=True, lengths=False, dtype="float64", seed=6)
+    problem["projections"][0][1, 0, :] = np.nan
+    states = CudaLoop(persistent).forward_layer(
+        None, [emulated.on_device(p) for p in problem["projections"]],
+        [emulated.on_device(b) for b in problem["biases"]], [emulated.on_device(w) for w in problem["weights"]],
+        [emulated.on_device(h) for h in problem["h0s"]], None, "relu",
+    )
+    host = np.asarray(states[0])
+    assert np.all(np.isnan(host[1:, 0, :])), host[:, 0, :]
+    assert np.all(np.isfinite(host[:, 1:, :]))

@@ -12,6 +12,7 @@ from helpers import (
     assert_close,
     assert_matches,
     case_id,
+    from_numpy,
     make_case,
     random_params,
     run_rnn_xp,
@@ -191,3 +192,19 @@ def test_generic_loop_equals_numpy_inplace_loop(xp: Any) -> None:
     inplace = run_rnn_xp(xp, case, data)
     generic = run_rnn_xp(xp, case, data, loop="generic")
     assert_matches(inplace, {**generic, "grads": generic["grads"]}, xp=xp, rtol=1e-13)
+
+
+@pytest.mark.parametrize("loop", ["auto", "generic"])
+@pytest.mark.backends("numpy", "array_api_strict", "torch")
+def test_relu_keeps_nan_as_torch_does(xp: Any, loop: str) -> None:
+    """A NaN pre-activation stays NaN through relu (torch.nn.RNN, NumPy, Keras), on every loop and namespace: a
+    diverging run must not look healthy on one backend."""
+    rng = np.random.default_rng(0)
+    params = random_params(rng, input_size=2, hidden_size=3)
+    x = rng.standard_normal((4, 2, 2))
+    x[1, 0, :] = np.nan
+    out, _, _ = rnn_forward(from_numpy(xp, x), {k: from_numpy(xp, v) for k, v in params.items()},
+                            nonlinearity="relu", loop=loop)
+    host = to_numpy(out)
+    assert np.all(np.isnan(host[1:, 0, :])), host[:, 0, :]
+    assert np.all(np.isfinite(host[:, 1, :]))

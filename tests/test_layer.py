@@ -140,3 +140,9 @@ def test_cuda_layer_matches_cpu_layer() -> None:
 def test_repr_names_the_configuration() -> None:
     text = repr(rnn_xp.RNN(3, 4, num_layers=2, nonlinearity="relu", bidirectional=True))
     assert text == "RNN(3, 4, num_layers=2, nonlinearity='relu', bidirectional=True, device='cpu', dtype='float32')"
+
+
+def test_dtype_none_means_float32_as_in_torch() -> None:
+    rnn = rnn_xp.RNN(3, 4, dtype=None)
+    assert rnn.dtype == "float32"
+    assert all(v.dtype == np.float32 for v in rnn.parameters().values())

@@ -85,3 +85,26 @@ def test_reverse_direction_truncates_on_the_reversed_sequence() -> None:
     _, _, expected = rnn_backward(cache_flipped, grad_out[::-1, :, 4:].copy(), bptt_truncate=2)
     for name, grad in expected.items():
         assert_close(grads[name + "_reverse"], grad, rtol=1e-12)
+
+
+@pytest.mark.parametrize("truncate", [7, 8, 10**7, 10**12])
+def test_a_window_of_t_steps_or_more_is_full_bptt(truncate: int) -> None:
+    """k >= T is the whole sequence: the same gradients as without truncation, and no (k+1, B, H) buffer (before
+    this was capped, k=10**12 asked for 116 TiB)."""
+    data = _problem(3)
+    cache = rnn_forward(data["x"], data["params"], data["h0"])[2]
+    full = rnn_backward(cache, data["grad_out"], data["grad_h_n"])
+    capped = rnn_backward(cache, data["grad_out"], data["grad_h_n"], bptt_truncate=truncate)
+    assert_close(capped[0], full[0], rtol=1e-13)
+    assert_close(capped[1], full[1], rtol=1e-13)
+    for name in full[2]:
+        assert_close(capped[2][name], full[2][name], rtol=1e-13)
+
+
+def test_a_window_of_t_minus_one_steps_is_still_truncated() -> None:
+    """k = T-1 differs from full BPTT: h0 then receives nothing from the last step."""
+    data = _problem(4)
+    cache = rnn_forward(data["x"], data["params"], data["h0"])[2]
+    full = rnn_backward(cache, data["grad_out"], data["grad_h_n"])
+    truncated = rnn_backward(cache, data["grad_out"], data["grad_h_n"], bptt_truncate=6)
+    assert not np.allclose(truncated[1], full[1])

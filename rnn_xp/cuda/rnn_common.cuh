@@ -17,7 +17,7 @@ __device__ __forceinline__ double tanh_of(double z) { return tanh(z); }
 
 template <typename T>
 __device__ __forceinline__ T activate(T z, int relu) {
-    return relu ? (z > T(0) ? z : T(0)) : tanh_of(z);
+    return relu ? (z <= T(0) ? T(0) : z) : tanh_of(z);  // NaN stays NaN, as in torch and NumPy
 }
 
 // d act / d z written through the activation's output y.

@@ -109,6 +109,8 @@ def backward(
     xp, layout = cache.xp, cache.layout
     hidden, directions = layout.hidden_size, layout.num_directions
     num_steps, batch = cache.layer_inputs[0].shape[0], cache.layer_inputs[0].shape[1]
+    if truncate is not None and truncate >= num_steps:
+        truncate = None  # a window of T or more steps is the whole sequence: full BPTT (no (k+1, B, H) buffer)
     loop = cache.loop if truncate is None or cache.loop.TRUNCATES else generic_loop()
     grads: dict[str, Any] = {}
     grad_h0: list[Any] = [None] * (layout.num_layers * directions)

@@ -21,7 +21,7 @@ def activation(xp: Any, z: Any, nonlinearity: str) -> Any:
     """tanh or relu of ``z``."""
     if nonlinearity == "tanh":
         return xp.tanh(z)
-    return xp.where(z > 0, z, xp.zeros_like(z))
+    return xp.where(z <= 0, xp.zeros_like(z), z)  # NaN stays NaN, as in torch.nn.RNN and NumPy
 
 
 def activation_grad(xp: Any, states: Any, inside: Any | None, nonlinearity: str) -> Any:
