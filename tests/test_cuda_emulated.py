@@ -244,3 +244,32 @@ def test_relu_keeps_nan_in_the_kernels(persistent: bool, monkeypatch: pytest.Mon
     host = np.asarray(states[0])
     assert np.all(np.isnan(host[1:, 0, :])), host[:, 0, :]
     assert np.all(np.isfinite(host[:, 1:, :]))
+
+
+@pytest.mark.parametrize("persistent", [True, False])
+@pytest.mark.parametrize("nonlinearity", ["tanh", "relu"])
+def test_the_kernels_select_gradients_away_from_padding_and_dead_units(
+    persistent: bool, nonlinearity: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """NaN in grad_states on padded steps, and (relu) an inf into units that are off, leave the kernels' gradients
+    equal to the NumPy loop's on clean inputs: selected, never multiplied by 0."""
+    emulated = Emulated(monkeypatch, "tight")
+    problem = _problem(5, 3, 13, 1, bias=True, lengths=True, dtype="float64", seed=9)
+    problem["lengths"][:] = [5, 2, 3]
+    states = numpy_inplace.forward_layer(None, [p.copy() for p in problem["projections"]], problem["biases"],
+                                         problem["weights"], problem["h0s"], problem["lengths"], nonlinearity)
+    clean = numpy_inplace.backward_layer(None, problem["grad_states"], states, problem["weights"],
+                                         problem["grad_h_ns"], problem["lengths"], nonlinearity, None)
+    poisoned = problem["grad_states"][0].copy()
+    poisoned[2:, 1, :] = np.nan  # sample 1 ends after step 1
+    if nonlinearity == "relu":
+        poisoned[states[0] <= 0] = np.inf  # every unit that is off
+        poisoned[2:, 1, :] = np.nan
+    on = emulated.on_device
+    got = CudaLoop(persistent).backward_layer(
+        None, [on(poisoned)], [on(states[0])], [on(w) for w in problem["weights"]],
+        [None if g is None else on(g) for g in problem["grad_h_ns"]], on(problem["lengths"]), nonlinearity, None,
+    )
+    for a, b in ((got[0][0], clean[0][0]), (got[1][0], clean[1][0])):
+        assert np.all(np.isfinite(np.asarray(a)))
+        np.testing.assert_allclose(np.asarray(a), b, rtol=1e-12, atol=1e-14)

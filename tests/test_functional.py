@@ -208,3 +208,57 @@ def test_relu_keeps_nan_as_torch_does(xp: Any, loop: str) -> None:
     host = to_numpy(out)
     assert np.all(np.isnan(host[1:, 0, :])), host[:, 0, :]
     assert np.all(np.isfinite(host[:, 1, :]))
+
+
+def _padded_problem(nonlinearity: str) -> dict[str, Any]:
+    rng = np.random.default_rng(7)
+    params = random_params(rng, input_size=3, hidden_size=4)
+    x = rng.standard_normal((5, 2, 3))
+    grad_out = rng.standard_normal((5, 2, 4))
+    return dict(params=params, x=x, grad_out=grad_out, lengths=[5, 2], nonlinearity=nonlinearity)
+
+
+@pytest.mark.parametrize("nonlinearity", ["tanh", "relu"])
+@pytest.mark.parametrize("loop", ["auto", "generic"])
+@pytest.mark.backends("numpy", "array_api_strict", "torch", "cupy")
+def test_nan_and_inf_on_padding_do_not_reach_the_gradients(xp: Any, loop: str, nonlinearity: str) -> None:
+    """Padding is selected away, never multiplied by 0: NaN/inf in padded inputs and in grad_out on padded steps
+    leave every gradient equal to the clean problem's (torch with packed sequences stays finite too)."""
+    data = _padded_problem(nonlinearity)
+    params = {k: from_numpy(xp, v) for k, v in data["params"].items()}
+
+    def gradients(x: np.ndarray, grad_out: np.ndarray) -> list[np.ndarray]:
+        out, _, cache = rnn_forward(from_numpy(xp, x), params, lengths=data["lengths"],
+                                    nonlinearity=nonlinearity, loop=loop)
+        grad_x, grad_h0, grads = rnn_backward(cache, from_numpy(xp, grad_out))
+        return [to_numpy(out), to_numpy(grad_h0), to_numpy(grad_x), *[to_numpy(g) for g in grads.values()]]
+
+    clean = gradients(data["x"], data["grad_out"])
+    x, grad_out = data["x"].copy(), data["grad_out"].copy()
+    x[2:, 1] = np.nan
+    x[3, 1, 0] = np.inf
+    grad_out[2:, 1] = np.nan
+    poisoned = gradients(x, grad_out)
+    for a, b in zip(poisoned, clean, strict=True):
+        assert np.all(np.isfinite(a)), a
+        np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-14)
+
+
+@pytest.mark.parametrize("loop", ["auto", "generic"])
+@pytest.mark.backends("numpy", "array_api_strict", "torch", "cupy")
+def test_an_infinite_gradient_into_a_dead_relu_unit_gives_zero(xp: Any, loop: str) -> None:
+    """torch's relu backward selects: a unit that is off passes no gradient, even an infinite one (not inf * 0)."""
+    rng = np.random.default_rng(8)
+    params = random_params(rng, input_size=2, hidden_size=3)
+    params["weight_hh_l0"][:] = 0.0
+    params["bias_ih_l0"][:] = [-5.0, 0.1, 0.2]  # unit 0 is off at every step
+    params["weight_ih_l0"][0] = 0.0
+    x = rng.uniform(0, 1, (3, 1, 2))
+    out, _, cache = rnn_forward(from_numpy(xp, x), {k: from_numpy(xp, v) for k, v in params.items()},
+                                nonlinearity="relu", loop=loop)
+    assert np.all(to_numpy(out)[:, 0, 0] == 0)
+    grad_out = np.zeros((3, 1, 3))
+    grad_out[:, 0, 0] = np.inf
+    grad_x, _, grads = rnn_backward(cache, from_numpy(xp, grad_out))
+    assert np.all(to_numpy(grad_x) == 0)
+    assert all(np.all(to_numpy(g) == 0) for g in grads.values())

@@ -20,10 +20,11 @@ __device__ __forceinline__ T activate(T z, int relu) {
     return relu ? (z <= T(0) ? T(0) : z) : tanh_of(z);  // NaN stays NaN, as in torch and NumPy
 }
 
-// d act / d z written through the activation's output y.
+// The pre-activation gradient from the gradient `arrived` at the activation's output y: selected, not multiplied,
+// for relu, so an inf arriving at a unit that is off gives 0 (as torch), not NaN.
 template <typename T>
-__device__ __forceinline__ T activation_slope(T y, int relu) {
-    return relu ? (y > T(0) ? T(1) : T(0)) : T(1) - y * y;
+__device__ __forceinline__ T through_activation(T arrived, T y, int relu) {
+    return relu ? (y <= T(0) ? T(0) : arrived) : arrived * (T(1) - y * y);
 }
 
 // A load that bypasses L1: the value was written by another SM since this SM last looked, and L1 is not

@@ -338,7 +338,7 @@ __global__ void __launch_bounds__(256, 1) rnn_backward_persistent(
             s.carry[tile * kOutputs + o] = carry;
             const size_t at_t = static_cast<size_t>(first) * plane + at;
             const T g = rnn_xp::inside(lengths, has_lengths, first, b)
-                            ? (grad_states[at_t] + carry) * rnn_xp::activation_slope(states[at_t], relu)
+                            ? rnn_xp::through_activation(grad_states[at_t] + carry, states[at_t], relu)
                             : T(0);
             grad_preact[at_t] = g;
             if (resident) s.tile[b_local * s.stride + c] = g;
@@ -399,7 +399,7 @@ __global__ void __launch_bounds__(256, 1) rnn_backward_persistent(
                     grad_h0[at] = carry;
                 } else {
                     const T g = rnn_xp::inside(lengths, has_lengths, next, b)
-                                    ? (grad_next[e] + carry) * rnn_xp::activation_slope(state_next[e], relu)
+                                    ? rnn_xp::through_activation(grad_next[e] + carry, state_next[e], relu)
                                     : T(0);
                     grad_preact[static_cast<size_t>(next) * plane + at] = g;
                     if (resident) s.tile[b_local * s.stride + c] = g;

@@ -41,7 +41,7 @@ __global__ void __launch_bounds__(256) rnn_backward_step(
     if (has_next) {
         const size_t at_next = static_cast<size_t>(next) * batch * hidden + at;
         grad_preact[at_next] = rnn_xp::inside(lengths, has_lengths, next, b)
-                                   ? (grad_states[at_next] + value) * rnn_xp::activation_slope(states[at_next], relu)
+                                   ? rnn_xp::through_activation(grad_states[at_next] + value, states[at_next], relu)
                                    : T(0);
     }
 }

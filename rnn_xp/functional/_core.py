@@ -112,6 +112,7 @@ def backward(
     if truncate is not None and truncate >= num_steps:
         truncate = None  # a window of T or more steps is the whole sequence: full BPTT (no (k+1, B, H) buffer)
     loop = cache.loop if truncate is None or cache.loop.TRUNCATES else generic_loop()
+    inside = None if cache.lengths is None else inside_lengths(xp, cache.lengths, num_steps)[:, :, None]
     grads: dict[str, Any] = {}
     grad_h0: list[Any] = [None] * (layout.num_layers * directions)
     grad_output = grad_out
@@ -134,6 +135,8 @@ def backward(
             truncate,
         )
         layer_input = cache.layer_inputs[layer]
+        if inside is not None:  # padded inputs take no part in the weight gradient, whatever they hold (inf, NaN)
+            layer_input = xp.where(inside, layer_input, xp.zeros_like(layer_input))
         flat_input = xp.reshape(layer_input, (num_steps * batch, layer_input.shape[2]))
         grad_input = None
         for d, grad_preact in enumerate(grad_preacts):

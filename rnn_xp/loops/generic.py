@@ -24,15 +24,21 @@ def activation(xp: Any, z: Any, nonlinearity: str) -> Any:
     return xp.where(z <= 0, xp.zeros_like(z), z)  # NaN stays NaN, as in torch.nn.RNN and NumPy
 
 
-def activation_grad(xp: Any, states: Any, inside: Any | None, nonlinearity: str) -> Any:
-    """d act / d z, written in terms of the activation's output; zero on padded steps (``inside``: (T, B, 1))."""
+def activation_grad(xp: Any, states: Any, inside: Any | None, nonlinearity: str) -> tuple[Any, Any | None]:
+    """(slope, live): d act / d z written through the activation's output, and where the gradient passes at all
+    (inside the sequence, and for relu a unit that is on), or None when it passes everywhere. Gradients are
+    *selected* by ``live``, never multiplied by 0: an inf or NaN on padding or into a dead unit must not spread."""
     if nonlinearity == "tanh":
-        grad = 1 - states * states
-    else:
-        grad = xp.astype(states > 0, states.dtype)
-    if inside is not None:
-        grad = xp.where(inside, grad, xp.zeros_like(grad))
-    return grad
+        return 1 - states * states, inside
+    on = xp.logical_not(states <= 0)  # as torch's threshold_backward: a NaN output passes its gradient on
+    live = on if inside is None else xp.logical_and(on, inside)
+    return xp.ones_like(states), live
+
+
+def _through_activation(xp: Any, arrived: Any, slope: Any, live: Any | None) -> Any:
+    """The pre-activation gradient of one step: ``arrived * slope`` where live, exactly 0 elsewhere."""
+    grad = arrived * slope
+    return grad if live is None else xp.where(live, grad, xp.zeros_like(grad))
 
 
 def _inside(xp: Any, lengths: Any | None, num_steps: int) -> Any | None:
@@ -97,17 +103,20 @@ def backward_layer(
 def _backward_full(
     xp: Any,
     grad_state: Any,
-    slope: Any,
+    slope: tuple[Any, Any | None],
     weight_hh: Any,
     grad_h_n: Any | None,
     mask: Any | None,
     direction: int,
 ) -> tuple[Any, Any]:
     num_steps = grad_state.shape[0]
+    rate, live = slope
     carry = xp.zeros_like(grad_state[0, ...]) if grad_h_n is None else grad_h_n
     per_step: list[Any] = [None] * num_steps
     for t in reversed(steps(num_steps, direction)):
-        grad_preact = (grad_state[t, ...] + carry) * slope[t, ...]
+        grad_preact = _through_activation(
+            xp, grad_state[t, ...] + carry, rate[t, ...], None if live is None else live[t, ...]
+        )
         through = grad_preact @ weight_hh
         carry = through if mask is None else xp.where(mask[t, ...], through, carry)
         per_step[t] = grad_preact
@@ -117,13 +126,14 @@ def _backward_full(
 def _backward_truncated(
     xp: Any,
     grad_state: Any,
-    slope: Any,
+    slope: tuple[Any, Any | None],
     weight_hh: Any,
     grad_h_n: Any | None,
     mask: Any | None,
     direction: int,
     truncate: int,
 ) -> tuple[Any, Any]:
+    rate, live = slope
     # by_age[a] is the gradient on the current state that has crossed a recurrent connections so far.
     num_steps, batch, hidden = grad_state.shape
     window = truncate + 1
@@ -132,7 +142,7 @@ def _backward_truncated(
     per_step: list[Any] = [None] * num_steps
     for t in reversed(steps(num_steps, direction)):
         arrived = xp.concat([by_age[:1, ...] + grad_state[t, ...], by_age[1:, ...]])
-        grad_preact_by_age = arrived * slope[t, ...]
+        grad_preact_by_age = _through_activation(xp, arrived, rate[t, ...], None if live is None else live[t, ...])
         per_step[t] = xp.sum(grad_preact_by_age, axis=0)
         aged = xp.concat([zeros[:1, ...], (grad_preact_by_age @ weight_hh)[:-1, ...]])
         by_age = aged if mask is None else xp.where(mask[t, ...], aged, by_age)

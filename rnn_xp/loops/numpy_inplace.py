@@ -63,20 +63,24 @@ def backward_layer(
     for direction, (grad_state, state, weight_hh, grad_h_n) in enumerate(
         zip(grad_states, states, weights_hh, grad_h_ns, strict=True)
     ):
-        # grad_preact starts as the activation's slope and is overwritten step by step with the gradient.
+        # grad_preact starts as the activation's slope and is overwritten step by step with the gradient. Where the
+        # gradient does not pass (padding; a relu unit that is off) it is set to 0, not multiplied by 0, so an inf or
+        # NaN arriving there does not spread.
         if nonlinearity == "tanh":
             grad_preact = state * state
             np.subtract(1, grad_preact, out=grad_preact)
+            dead = None if mask is None else ~mask
         else:
-            grad_preact = (state > 0).astype(state.dtype)
-        if mask is not None:
-            grad_preact *= mask
+            grad_preact = np.ones_like(state)
+            dead = state <= 0 if mask is None else (state <= 0) | ~mask
         carry = np.zeros_like(state[0]) if grad_h_n is None else grad_h_n.copy()
         arrived = np.empty_like(carry)
         for t in reversed(steps(state.shape[0], direction)):
             current = grad_preact[t]
             np.add(grad_state[t], carry, out=arrived)
             current *= arrived
+            if dead is not None:
+                np.copyto(current, 0, where=dead[t])
             if mask is None:
                 np.matmul(current, weight_hh, out=carry)
             else:
