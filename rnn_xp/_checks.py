@@ -119,8 +119,20 @@ def check_dtype_name(dtype: Any) -> str:
     return str(name)
 
 
+def check_plain_array(value: Any, argname: str) -> None:
+    """``value`` is an array (not a scalar, list, ``numpy.matrix`` or masked array, whose indexing and arithmetic
+    differ from the Array API's)."""
+    if isinstance(value, np.matrix | np.ma.MaskedArray):
+        msg = f"{argname} must be a plain array; got {type(value).__module__}.{type(value).__name__} (use np.asarray)"
+        raise TypeError(msg)
+    if not hasattr(value, "shape") or not hasattr(value, "dtype"):
+        msg = f"{argname} must be an array; got {type(value).__name__} {value!r:.60}"
+        raise TypeError(msg)
+
+
 def check_array(xp: Any, value: Any, argname: str, *, dtype: Any, device: Any) -> None:
     """``value`` is an array of ``xp`` with exactly ``dtype`` on ``device``."""
+    check_plain_array(value, argname)
     if not xp.isdtype(value.dtype, "real floating"):
         msg = f"{argname} must have a real floating dtype ({dtype}); got {value.dtype}"
         raise TypeError(msg)

@@ -15,6 +15,7 @@ from rnn_xp._checks import (
     check_dtype_name,
     check_loop,
     check_nonlinearity,
+    check_plain_array,
     check_positive_int,
     check_seed,
 )
@@ -201,7 +202,7 @@ class RNN:
             if not hasattr(value, "shape") or not hasattr(value, "dtype"):
                 msg = f"state_dict[{name!r}] must be an array; got {type(value).__name__}"
                 raise TypeError(msg)
-            host = to_numpy(value)
+            host = _host_copy(value, f"state_dict[{name!r}]")
             if host.shape != self.layout.shape(name):
                 msg = f"state_dict[{name!r}] must have shape {self.layout.shape(name)}; got {tuple(host.shape)}"
                 raise ValueError(msg)
@@ -216,6 +217,9 @@ class RNN:
 
     def set_parameter(self, name: str, value: Any) -> None:
         """Replace one parameter by an array of this layer's namespace, device, dtype and shape."""
+        if not isinstance(name, str):
+            msg = f"name must be a string, one of {list(self._params)}; got {type(name).__name__} {name!r}"
+            raise TypeError(msg)
         if name not in self._params:
             msg = f"name must be one of {list(self._params)}; got {name!r}"
             raise ValueError(msg)
@@ -246,6 +250,9 @@ class RNN:
         out : shape (T, B, D*hidden_size) (batch-first/unbatched like x)
         h_n : shape (num_layers*D, B, hidden_size)
         """
+        check_plain_array(x, "x")
+        if h0 is not None:
+            check_plain_array(h0, "h0")
         xp = namespace_of(x, h0, argname="x and h0")
         if xp is not self._xp:
             msg = f"x must be an array of this layer's device {self.device!r} ({self._xp.__name__}); got {type(x)}"
@@ -287,3 +294,16 @@ class RNN:
         grad_x, grad_h0, grads = rnn_backward(self._cache, grad_out, grad_h_n, bptt_truncate=bptt_truncate)
         self.grads = grads
         return grad_x, grad_h0
+
+
+def _host_copy(value: Any, argname: str) -> Any:
+    """A NumPy copy of ``value``, or an error naming ``argname`` (a torch meta tensor has no data; bfloat16 and
+    other dtypes without a NumPy equivalent cannot be read)."""
+    if getattr(value, "is_meta", False):
+        msg = f"{argname} is a meta tensor (shape only, no data); load real values"
+        raise ValueError(msg)
+    try:
+        return to_numpy(value)
+    except (TypeError, RuntimeError) as error:
+        msg = f"{argname} has dtype {value.dtype}, which has no NumPy equivalent; use float32 or float64 ({error})"
+        raise TypeError(msg) from None

@@ -90,7 +90,11 @@ def layout_from_params(params: Any, *, argname: str = "params") -> ParamLayout:
     layers = sorted({int(m.group(2)) for name in params if (m := _NAME.match(str(name)))})
     num_layers = len(layers)
     num_directions = 2 if "weight_ih_l0_reverse" in params else 1
-    hidden_size = _shape_of(params["weight_hh_l0"], f"{argname}['weight_hh_l0']")[0]
+    hidden_shape = _shape_of(params["weight_hh_l0"], f"{argname}['weight_hh_l0']")
+    if len(hidden_shape) != 2:
+        msg = f"{argname}['weight_hh_l0'] must be 2-D (hidden_size, hidden_size); got shape {hidden_shape}"
+        raise ValueError(msg)
+    hidden_size = hidden_shape[0]
     input_shape = _shape_of(params["weight_ih_l0"], f"{argname}['weight_ih_l0']")
     if len(input_shape) != 2:
         msg = f"{argname}['weight_ih_l0'] must be 2-D (hidden_size, input_size); got shape {input_shape}"

@@ -212,3 +212,13 @@ def test_simple_rnn_keras_shapes_take_each_sequence_last_step() -> None:
     assert grad_x.shape == x.shape
     assert np.all(grad_x[2, 7:] == 0) and np.any(grad_x[2, :7] != 0)
     assert set(layer.grads) == {f"rnn.{k}" for k in layer.rnn.parameters()}
+
+
+def test_simple_rnn_set_parameters_names_what_it_expects() -> None:
+    from rnn_xp.training import SimpleRNN
+
+    layer = SimpleRNN(3, 4)
+    before = {k: v.copy() for k, v in layer.parameters().items()}
+    with pytest.raises(ValueError, match=r"params must hold exactly \['rnn.bias_hh_l0'"):
+        layer.set_parameters({"weight_hh_l0": np.zeros((4, 4), np.float32)})
+    assert all(np.array_equal(layer.parameters()[k], v) for k, v in before.items())

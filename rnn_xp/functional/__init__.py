@@ -31,6 +31,7 @@ from rnn_xp._checks import (
     check_grad,
     check_loop,
     check_nonlinearity,
+    check_plain_array,
     check_seed,
     check_truncate,
 )
@@ -94,6 +95,9 @@ def rnn_forward(
     ValueError
         Shapes that do not match the parameters, lengths outside [1, T], T == 0, bad options.
     """
+    check_plain_array(x, "x")
+    if h0 is not None:
+        check_plain_array(h0, "h0")
     layout = layout_from_params(params)
     parameters = dict(params)
     xp = namespace_of(x, h0, *parameters.values(), argname="x, h0 and params")

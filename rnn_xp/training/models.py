@@ -116,6 +116,11 @@ class SimpleRNN:
         return {f"rnn.{k}": v for k, v in self.rnn.parameters().items()}
 
     def set_parameters(self, params: dict[str, Any]) -> None:
+        """Replace every parameter; names as :meth:`parameters` gives them (``rnn.``-prefixed)."""
+        expected = set(self.parameters())
+        if set(params) != expected:
+            msg = f"params must hold exactly {sorted(expected)}; got {sorted(params)}"
+            raise ValueError(msg)
         for name, value in params.items():
             self.rnn.set_parameter(name.split(".", 1)[1], value)
 
