@@ -222,3 +222,56 @@ def test_simple_rnn_set_parameters_names_what_it_expects() -> None:
     with pytest.raises(ValueError, match=r"params must hold exactly \['rnn.bias_hh_l0'"):
         layer.set_parameters({"weight_hh_l0": np.zeros((4, 4), np.float32)})
     assert all(np.array_equal(layer.parameters()[k], v) for k, v in before.items())
+
+
+# Issue 11, item 9: the training utilities validate what they are given (each case failed before: a finite loss,
+# a silent broadcast, a wrapped index or an accepted hyper-parameter).
+_LOGITS = np.zeros((4, 3))
+_BAD_TRAINING_CALLS: list[tuple[str, Any, type[Exception], str]] = [
+    ("ce-target-too-large", lambda: rnn_xp.training.softmax_cross_entropy(_LOGITS, np.array([0, 1, 2, 3])), ValueError,
+     r"targets must lie in \[0, 3\)"),
+    ("ce-target-negative", lambda: rnn_xp.training.softmax_cross_entropy(_LOGITS, np.array([0, -1, 2, 1])), ValueError,
+     r"targets must lie in \[0, 3\)"),
+    ("ce-float-targets", lambda: rnn_xp.training.softmax_cross_entropy(_LOGITS, np.zeros(4)), TypeError,
+     r"targets must hold integer class indices"),
+    ("mse-broadcast", lambda: rnn_xp.training.mse(np.zeros((5, 1)), np.zeros(5)), ValueError,
+     r"target must have the prediction's shape \(5, 1\)"),
+    ("embedding-negative-token", lambda: rnn_xp.training.Embedding(4, 2)(np.array([[0, -1]])), ValueError,
+     r"tokens must lie in \[0, 4\)"),
+    ("embedding-token-too-large", lambda: rnn_xp.training.Embedding(4, 2)(np.array([[4]])), ValueError,
+     r"tokens must lie in \[0, 4\)"),
+    ("sgd-negative-lr", lambda: rnn_xp.training.SGD(lr=-1), ValueError, r"lr must be >= 0"),
+    ("adam-beta-above-one", lambda: rnn_xp.training.Adam(betas=(1.5, 0.999)), ValueError, r"betas must lie in \[0, 1\)"),
+    ("adam-negative-eps", lambda: rnn_xp.training.Adam(eps=-1), ValueError, r"eps must be >= 0"),
+    ("adam-nan-lr", lambda: rnn_xp.training.Adam(lr=float("nan")), ValueError, r"lr must be a finite number"),
+]
+
+
+@pytest.mark.parametrize(("call", "error", "pattern"), [c[1:] for c in _BAD_TRAINING_CALLS],
+                         ids=[c[0] for c in _BAD_TRAINING_CALLS])
+def test_training_utilities_refuse_bad_input(call: Any, error: type[Exception], pattern: str) -> None:
+    with pytest.raises(error, match=pattern):
+        call()
+
+
+def test_optimizer_refuses_a_gradient_of_another_shape_and_changes_nothing() -> None:
+    optimizer = rnn_xp.training.Adam(lr=0.1)
+    params = {"w": np.ones((3, 3))}
+    optimizer.step(params, {"w": np.ones((3, 3))})
+    state = {k: {s: v.copy() for s, v in slots.items()} for k, slots in optimizer.state.items()}
+    with pytest.raises(ValueError, match=r"grads\['w'\] must have shape \(3, 3\)"):
+        optimizer.step(params, {"w": np.ones(1)})
+    assert optimizer.steps == 1
+    assert all(np.array_equal(optimizer.state["w"][s], v) for s, v in state["w"].items())
+
+
+def test_sequence_model_set_parameters_is_all_or_nothing() -> None:
+    from rnn_xp.training import Linear, SequenceModel
+
+    model = SequenceModel(rnn_xp.RNN(2, 3, dtype="float64"), Linear(3, 1, dtype="float64"))
+    before = {k: v.copy() for k, v in model.parameters().items()}
+    bad = {k: v + 1 for k, v in before.items()}
+    bad["head.weight"] = np.zeros((2, 2))  # wrong shape, after valid rnn entries in iteration order
+    with pytest.raises(ValueError, match=r"params\['head.weight'\] must be a ndarray of shape \(1, 3\)"):
+        model.set_parameters(bad)
+    assert all(np.array_equal(model.parameters()[k], v) for k, v in before.items())

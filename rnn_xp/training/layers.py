@@ -67,6 +67,14 @@ class Embedding:
 
     def __call__(self, tokens: Any) -> Any:
         xp = self.xp
+        rows = int(self.params["weight"].shape[0])
+        if not xp.isdtype(tokens.dtype, "integral"):
+            msg = f"tokens must hold integer indices; got dtype {tokens.dtype}"
+            raise TypeError(msg)
+        low, high = (int(xp.min(tokens)), int(xp.max(tokens))) if tokens.size else (0, 0)
+        if low < 0 or high >= rows:
+            msg = f"tokens must lie in [0, {rows}) (num_embeddings); got values from {low} to {high}"
+            raise ValueError(msg)
         self._tokens = tokens
         flat = xp.reshape(tokens, (-1,))
         rows = xp.take(self.params["weight"], flat, axis=0)

@@ -44,10 +44,19 @@ class SequenceModel:
 
     def set_parameters(self, params: dict[str, Any]) -> None:
         """Replace every parameter (e.g. with an optimizer's result); names as :meth:`parameters` gives them."""
-        expected = set(self.parameters())
-        if set(params) != expected:
-            msg = f"params must hold exactly {sorted(expected)}; got {sorted(params)}"
+        current = self.parameters()
+        if set(params) != set(current):
+            msg = f"params must hold exactly {sorted(current)}; got {sorted(params)}"
             raise ValueError(msg)
+        for name, value in params.items():  # every entry checked before any is replaced
+            old = current[name]
+            if type(value) is not type(old) or tuple(value.shape) != tuple(old.shape) or value.dtype != old.dtype:
+                msg = (
+                    f"params[{name!r}] must be a {type(old).__name__} of shape {tuple(old.shape)} and dtype "
+                    f"{old.dtype}; got {type(value).__name__} {tuple(getattr(value, 'shape', ()))} "
+                    f"{getattr(value, 'dtype', None)}"
+                )
+                raise TypeError(msg) if type(value) is not type(old) or value.dtype != old.dtype else ValueError(msg)
         for name, value in params.items():
             owner, key = name.split(".", 1)
             if owner == "rnn":

@@ -13,11 +13,34 @@ from typing import Any
 
 from array_api_compat import array_namespace
 
+# Hyper-parameters and the ranges torch accepts for them.
+_AT_LEAST_ZERO = ("lr", "eps", "momentum", "weight_decay", "lr_decay", "initial_accumulator_value")
+_IN_ZERO_ONE = ("beta1", "beta2")
+
+
+def _check_hyper(hyper: dict[str, float | bool]) -> None:
+    for name, value in hyper.items():
+        if isinstance(value, bool) and name != "nesterov":
+            msg = f"{name} must be a number; got {value!r}"
+            raise TypeError(msg)
+        if name == "nesterov" or name == "dampening":
+            continue
+        if not isinstance(value, int | float) or not math.isfinite(value):
+            msg = f"{name} must be a finite number; got {value!r}"
+            raise ValueError(msg) if isinstance(value, int | float) else TypeError(msg)
+        if name in _AT_LEAST_ZERO and value < 0:
+            msg = f"{name} must be >= 0; got {value!r}"
+            raise ValueError(msg)
+        if name in _IN_ZERO_ONE and not 0 <= value < 1:
+            msg = f"betas must lie in [0, 1); got {name}={value!r}"
+            raise ValueError(msg)
+
 
 class Optimizer:
     kind = "optimizer"
 
     def __init__(self, **hyper: float | bool) -> None:
+        _check_hyper(hyper)
         self.hyper = dict(hyper)
         self.steps = 0
         self.state: dict[str, dict[str, Any]] = {}
@@ -28,6 +51,11 @@ class Optimizer:
         if missing:
             msg = f"grads is missing {missing}; every parameter needs a gradient"
             raise ValueError(msg)
+        for name, value in params.items():  # all checked before any state changes
+            if tuple(grads[name].shape) != tuple(value.shape):
+                expected, got = tuple(value.shape), tuple(grads[name].shape)
+                msg = f"grads[{name!r}] must have shape {expected} like the parameter; got {got}"
+                raise ValueError(msg)
         self.steps += 1
         return {name: self._update(name, value, grads[name]) for name, value in params.items()}
 
