@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import re
 import sys
+import tempfile
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any, NoReturn
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -19,11 +22,81 @@ def main(argv: Sequence[str] | None = None) -> int:
     if options.command is None:
         parser.print_help()
         return 2
-    return int(options.run(options))
+    try:
+        return int(options.run(options))
+    except UsageError as error:
+        return _report(str(error))
+
+
+class _Parser(argparse.ArgumentParser):
+    """Bad input: one line ``rnn-xp: error: …`` on stderr and exit status 2 (no usage block)."""
+
+    def error(self, message: str) -> NoReturn:
+        _fail(message)
+
+
+class UsageError(Exception):
+    """Bad input found after parsing (a file that is missing, a folder that cannot be written, ...)."""
+
+
+def _report(message: str) -> int:
+    """Print the one-line error; the exit status for it."""
+    print(f"rnn-xp: error: {message}", file=sys.stderr)
+    return 2
+
+
+def _fail(message: str) -> NoReturn:
+    raise SystemExit(_report(message))
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer; got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer; got {text!r}")
+    return value
+
+
+def _non_negative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0; got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0; got {text!r}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive number; got {text!r}") from None
+    if not math.isfinite(value) or value <= 0:
+        raise argparse.ArgumentTypeError(f"expected a finite positive number; got {text!r}")
+    return value
+
+
+def _file_stem(text: str) -> str:
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", text):
+        raise argparse.ArgumentTypeError(f"expected a file name without folders (letters, digits, . _ -); got {text!r}")
+    return text
+
+
+def _writable_folder(path: Path, argname: str) -> None:
+    """Fail now, not after a long run, if ``path`` cannot hold the results."""
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=path):
+            pass
+    except OSError as error:
+        raise UsageError(f"{argname} {str(path)!r} is not a writable folder ({error.strerror or error})") from None
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="rnn-xp", description="rnn_xp: a vanilla RNN on NumPy and CuPy.")
+    parser = _Parser(prog="rnn-xp", description="rnn_xp: a vanilla RNN on NumPy and CuPy.")
     commands = parser.add_subparsers(dest="command")
 
     info = commands.add_parser("info", help="versions, CPU, BLAS, GPUs and available paths")
@@ -39,17 +112,18 @@ def _parser() -> argparse.ArgumentParser:
                    "present)", indexed=False)
     bench.add_argument("--quick", action="store_true", help="a small sweep (minutes on a 2-core CPU)")
     bench.add_argument("--out", type=Path, default=Path("bench/results"), help="directory for JSON, table, plots")
-    bench.add_argument("--name", default=None, help="file stem of the results (default: from the hardware)")
+    bench.add_argument("--name", type=_file_stem, default=None,
+                       help="file stem of the results (default: from the hardware)")
     bench.add_argument("--peers", default="torch,numpy-loop,torch-cudnn,rnn_xp-generic",
                        help="comma-separated peers: torch, numpy-loop (CPU); torch-cudnn, rnn_xp-generic (GPU)")
     bench.add_argument("--dtype", choices=["float32", "float64"], default="float32")
-    bench.add_argument("--seq-lens", type=int, nargs="+", default=None)
-    bench.add_argument("--batches", type=int, nargs="+", default=None)
-    bench.add_argument("--hidden", type=int, nargs="+", default=None)
-    bench.add_argument("--input-size", type=int, default=64)
+    bench.add_argument("--seq-lens", type=_positive_int, nargs="+", default=None)
+    bench.add_argument("--batches", type=_positive_int, nargs="+", default=None)
+    bench.add_argument("--hidden", type=_positive_int, nargs="+", default=None)
+    bench.add_argument("--input-size", type=_positive_int, default=64)
     bench.add_argument("--direction", choices=["fwd", "train", "both"], default="both",
                        help="forward only, forward+backward, or both")
-    bench.add_argument("--max-seconds", type=float, default=None,
+    bench.add_argument("--max-seconds", type=_positive_float, default=None,
                        help="timing budget per implementation and row (default 0.5 quick, 2 full)")
     bench.add_argument("--no-plots", action="store_true")
     bench.set_defaults(run=_bench)
@@ -65,10 +139,10 @@ def _parser() -> argparse.ArgumentParser:
 
     sample = commands.add_parser("sample", help="generate text from a charlm checkpoint")
     sample.add_argument("--checkpoint", type=Path, default=Path("runs/charlm/charlm.safetensors"))
-    sample.add_argument("--length", type=int, default=400)
+    sample.add_argument("--length", type=_positive_int, default=400)
     sample.add_argument("--prime", default="def ")
-    sample.add_argument("--temperature", type=float, default=0.8)
-    sample.add_argument("--seed", type=int, default=None)
+    sample.add_argument("--temperature", type=_positive_float, default=0.8)
+    sample.add_argument("--seed", type=_non_negative_int, default=None)
     _device_option(sample, default="cpu")
     sample.set_defaults(run=_sample)
     return parser
@@ -111,7 +185,14 @@ def _add_fields(parser: argparse.ArgumentParser, example: str) -> None:
         if spec.name == "device":
             _device_option(parser, default=str(default))
             continue
-        kind = type(default) if default is not None else (int if spec.name == "max_updates" else str)
+        if spec.name == "seed":
+            kind: Any = _non_negative_int
+        elif isinstance(default, int) or spec.name == "max_updates":
+            kind = _positive_int
+        elif isinstance(default, float):
+            kind = _positive_float
+        else:
+            kind = str
         parser.add_argument(f"--{spec.name.replace('_', '-')}", dest=spec.name, type=kind, default=default,
                             help=f"default {default}")
 
@@ -120,21 +201,46 @@ def _train(options: argparse.Namespace) -> int:
     import dataclasses
 
     config_class = _config_class(options.example)
-    config = config_class(**{f.name: getattr(options, f.name) for f in dataclasses.fields(config_class)})
+    try:
+        config = config_class(**{f.name: getattr(options, f.name) for f in dataclasses.fields(config_class)})
+    except (TypeError, ValueError) as error:
+        raise UsageError(str(error)) from None
+    if getattr(config, "text", None) is not None:
+        _readable_text(Path(config.text))
+    _writable_folder(Path(config.out), "--out")
     from rnn_xp.training import adding, charlm
 
     summary = (charlm.train if options.example == "charlm" else adding.train)(config)
     out = Path(config.out) / f"{options.example}-summary.json"
     out.write_text(json.dumps(summary) + "\n")
     print(f"wrote {out}" + (f" and {summary['plot']}" if summary.get("plot") else ""))
-    return 0
+    return 130 if summary.get("interrupted") else 0
+
+
+def _readable_text(path: Path) -> None:
+    """--text must be a non-empty UTF-8 text file."""
+    try:
+        data = path.read_bytes()
+    except OSError as error:
+        raise UsageError(f"--text {str(path)!r} cannot be read ({error.strerror or error})") from None
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise UsageError(f"--text {str(path)!r} is not UTF-8 text") from None
+    if len(text.strip()) < 2:
+        raise UsageError(f"--text {str(path)!r} holds no text to train on")
 
 
 def _sample(options: argparse.Namespace) -> int:
     from rnn_xp.training.charlm import sample
+    from rnn_xp.training.checkpoint import CheckpointError
 
-    print(sample(options.checkpoint, length=options.length, prime=options.prime, temperature=options.temperature,
-                 seed=options.seed, device=options.device))
+    try:
+        text = sample(options.checkpoint, length=options.length, prime=options.prime,
+                      temperature=options.temperature, seed=options.seed, device=options.device)
+    except (CheckpointError, OSError, ValueError) as error:
+        raise UsageError(f"--checkpoint: {error}") from None
+    print(text)
     return 0
 
 
@@ -154,13 +260,11 @@ def _bench(options: argparse.Namespace) -> int:
     peers = [p.strip() for p in options.peers.split(",") if p.strip()]
     unknown = [p for p in peers if p not in ALL_PEERS]
     if unknown:
-        print(f"rnn-xp bench: --peers must be among {', '.join(ALL_PEERS)}; got {', '.join(unknown)}", file=sys.stderr)
-        return 2
+        raise UsageError(f"--peers must be among {', '.join(ALL_PEERS)}; got {', '.join(unknown)}")
+    _writable_folder(options.out, "--out")
     present = gpus()
     if options.device == "cuda" and not present:
-        print("rnn-xp bench: --device cuda needs CuPy and an NVIDIA GPU; none found (see `rnn-xp info`)",
-              file=sys.stderr)
-        return 2
+        raise UsageError("--device cuda needs CuPy and an NVIDIA GPU; none found (see `rnn-xp info`)")
     devices = ["cpu", "cuda"] if options.device == "all" else [options.device]
     if options.device == "all" and not present:
         devices = ["cpu"]
@@ -199,15 +303,14 @@ def _bench(options: argparse.Namespace) -> int:
 def _compare(args: Sequence[str]) -> int:
     from rnn_xp.benchmark import results
 
-    parser = argparse.ArgumentParser(prog="rnn-xp bench compare", description="per-row time ratios of two runs")
+    parser = _Parser(prog="rnn-xp bench compare", description="per-row time ratios of two runs")
     parser.add_argument("first", type=Path)
     parser.add_argument("second", type=Path)
     options = parser.parse_args(args)
     try:
         first, second = results.load(options.first), results.load(options.second)
     except ValueError as error:
-        print(f"rnn-xp bench compare: {error}", file=sys.stderr)
-        return 2
+        return _report(str(error))
     ratios = results.compare(first, second)
     print(results.format_comparison(ratios, options.first.name, options.second.name))
     return 0 if ratios else 1

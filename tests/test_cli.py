@@ -152,9 +152,9 @@ def test_train_and_sample_commands(tmp_path: Path, capsys: pytest.CaptureFixture
     assert json.loads((tmp_path / "adding" / "adding-summary.json").read_text())["updates"] == 20
 
 
-def test_train_rejects_an_unknown_sampler(tmp_path: Path) -> None:
-    with pytest.raises(ValueError, match=r"sampler must be one of \['streams', 'windows'\]; got 'shuffle'"):
-        main(["train", "charlm", "--sampler", "shuffle", "--max-updates", "1", "--out", str(tmp_path)])
+def test_train_rejects_an_unknown_sampler(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["train", "charlm", "--sampler", "shuffle", "--max-updates", "1", "--out", str(tmp_path)]) == 2
+    assert "sampler must be one of ['streams', 'windows']; got 'shuffle'" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize(
@@ -167,3 +167,43 @@ def test_every_command_validates_device_the_same_way(argv: list[str], capsys: py
         main(argv)
     assert exit_info.value.code == 2
     assert "--device" in capsys.readouterr().err
+
+
+# Issue 11, item 12: inputs that ended in a traceback or ran with nonsense (exit 0). "{tmp}" is the test's folder.
+BAD_INPUTS = [
+    ["sample", "--checkpoint", "{tmp}/missing.safetensors"],
+    ["sample", "--temperature", "-1"],
+    ["train", "charlm", "--text", "{tmp}/nonexistent.txt", "--out", "{tmp}/out"],
+    ["train", "charlm", "--text", "{tmp}/empty.txt", "--out", "{tmp}/out"],
+    ["train", "charlm", "--text", "{tmp}/binary.txt", "--out", "{tmp}/out"],
+    ["train", "charlm", "--lr", "nan", "--out", "{tmp}/out"],
+    ["train", "charlm", "--minutes", "-1", "--out", "{tmp}/out"],
+    ["train", "charlm", "--max-updates", "-5", "--out", "{tmp}/out"],
+    ["train", "adding", "--steps", "0", "--out", "{tmp}/out"],
+    ["train", "adding", "--steps", "1", "--out", "{tmp}/out"],
+    ["train", "adding", "--init", "foo", "--out", "{tmp}/out"],
+    ["bench", "--hidden", "0"],
+    ["bench", "--batches", "-1"],
+    ["bench", "--seq-lens", "0"],
+    ["bench", "--max-seconds", "-1"],
+    ["bench", "--max-seconds", "nan"],
+    ["bench", "--name", "../../x"],
+    ["bench", "--device", "cpu", "--out", "/proc/not-writable"],
+    ["bench", "compare", "{tmp}/rowless.json", "{tmp}/rowless.json"],
+]
+
+
+@pytest.mark.parametrize("argv", BAD_INPUTS, ids=["_".join(a).replace("{tmp}/", "") for a in BAD_INPUTS])
+def test_every_bad_input_is_one_line_and_exit_2(argv: list[str], tmp_path: Path,
+                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "empty.txt").write_text("")
+    (tmp_path / "binary.txt").write_bytes(bytes(range(256)) * 4)
+    (tmp_path / "rowless.json").write_text('{"schema": "rnn-xp-bench/1", "machine": {}}')
+    try:
+        code = main([a.replace("{tmp}", str(tmp_path)) for a in argv])
+    except SystemExit as stop:
+        code = stop.code
+    err = capsys.readouterr().err.strip()
+    assert code == 2, (code, err)
+    assert err.startswith("rnn-xp: error: ") and "\n" not in err, err
+    assert not (tmp_path / "out" / "charlm-summary.json").exists()

@@ -31,6 +31,12 @@ def load(path: Path) -> dict[str, Any]:
     if not isinstance(document, dict) or document.get("schema") != SCHEMA:
         msg = f"{path} is not an rnn-xp benchmark result (schema {SCHEMA!r} expected)"
         raise ValueError(msg)
+    rows = document.get("rows")
+    if not isinstance(rows, list) or not all(
+        isinstance(r, dict) and {"device", "direction", "case", "results"} <= set(r) for r in rows
+    ):
+        msg = f"{path} has no valid 'rows' (each with device, direction, case and results)"
+        raise ValueError(msg)
     return document
 
 

@@ -48,6 +48,14 @@ class AddingConfig:
     dtype: str = "float32"
     out: str = "runs/adding"
 
+    def __post_init__(self) -> None:
+        if self.init not in ("identity", "torch"):
+            msg = f"init must be 'identity' or 'torch'; got {self.init!r}"
+            raise ValueError(msg)
+        if int(self.steps) < 2:
+            msg = f"steps must be at least 2 (one marker in each half of the sequence); got {self.steps!r}"
+            raise ValueError(msg)
+
 
 def adding_batch(rng: np.random.Generator, batch: int, steps: int, dtype: str) -> tuple[np.ndarray, np.ndarray]:
     """x (steps, batch, 2) and target (batch, 1)."""
@@ -111,14 +119,14 @@ def train(config: AddingConfig, *, log: Callable[[str], None] = print, progress:
         postfix=lambda run, loss: {"mse": f"{loss:.4f}", "held_out": f"{run.history['held_out'][-1][1]:.4f}"},
         run=TrainingRun(history={"train": [], "held_out": [(0.0, held_out())]}),
     )
+    out = Path(config.out)  # the checkpoint first: a second Ctrl-C during the final evaluation must not lose the run
+    save_checkpoint(out / "adding.safetensors", params=model.parameters(), optimizer_arrays=optimizer.state_arrays(),
+                    state={"kind": "adding", "config": asdict(config), "optimizer": optimizer.config()})
     if run.interrupted:
-        log("interrupted")
+        log("interrupted: saved what was trained; evaluating it")
     history, seconds, updates = run.history, run.train_seconds, run.updates
     final = held_out()
     history["held_out"].append((seconds, final))
-    out = Path(config.out)
-    save_checkpoint(out / "adding.safetensors", params=model.parameters(), optimizer_arrays=optimizer.state_arrays(),
-                    state={"kind": "adding", "config": asdict(config), "optimizer": optimizer.config()})
     figure = plot_curves(
         history, out / "adding-loss.png", f"adding problem, T={config.steps}, init {config.init}", "MSE",
         log_y=True, baseline=(BASELINE_MSE, "baseline: always predict 1 (MSE 0.167)"),
@@ -129,6 +137,7 @@ def train(config: AddingConfig, *, log: Callable[[str], None] = print, progress:
         + (f"below a tenth of the baseline after {below:.0f} s" if below is not None else "not yet below 0.017")
     )
     return {"updates": updates, "train_seconds": seconds, "held_out_mse": final, "history": history,
+            "interrupted": run.interrupted,
             "seconds_to_tenth_of_baseline": below, "plot": str(figure) if figure else None,
             "log10_improvement": math.log10(BASELINE_MSE / max(final, 1e-12))}
 

@@ -227,14 +227,15 @@ def train(
         budget_seconds=config.minutes * 60.0, max_updates=config.max_updates, eval_every_s=config.eval_every_s,
         progress=progress, postfix=postfix, run=TrainingRun(updates=trainer.updates),
     )
+    # The checkpoint first: a second Ctrl-C during the final evaluation must not lose the run.
+    checkpoint = out / "charlm.safetensors"
+    trainer.save(checkpoint)
     if run.interrupted:
-        log("interrupted: evaluating and saving what was trained")
+        log(f"interrupted: saved what was trained to {checkpoint}; evaluating it")
     history, train_seconds = run.history, run.train_seconds
     full_chunks = max(1, corpus.sizes["held_out_chars"] // (config.steps * config.batch))
     final = trainer.evaluate(full_chunks)
     history["final"] = [(train_seconds, final)]
-    checkpoint = out / "charlm.safetensors"
-    trainer.save(checkpoint)
     figure = plot_curves(
         history, out / "charlm-loss.png", "charlm: bits per character", "bits per character",
         held_out_label=f"held-out estimate ({config.eval_chunks} chunks)",
@@ -248,6 +249,7 @@ def train(
         "held_out_chars_evaluated": full_chunks * config.steps * config.batch,
         "chars_per_second": trainer.updates * config.steps * config.batch / max(train_seconds, 1e-9),
         "checkpoint": str(checkpoint),
+        "interrupted": run.interrupted,
         "plot": str(figure) if figure else None,
         "history": history,
     }
