@@ -189,3 +189,42 @@ def test_adding_problem_learns_past_the_baseline(tmp_path: Path) -> None:
         log=lambda _: None, progress=False,
     )
     assert summary["held_out_mse"] < 0.05, summary["held_out_mse"]
+
+
+# Issue 11, item 10: checkpoint integrity and errors.
+def test_a_flipped_byte_inside_a_tensor_is_detected(tmp_path: Path) -> None:
+    path = tmp_path / "c.safetensors"
+    save_safetensors(path, {"w": np.arange(64, dtype=np.float64)}, {"note": "x"})
+    data = bytearray(path.read_bytes())
+    data[-20] ^= 0x01  # inside the tensor bytes: every size still adds up
+    path.write_bytes(bytes(data))
+    with pytest.raises(CheckpointError, match=r"c.safetensors is corrupt: the tensor bytes do not match the checksum"):
+        load_safetensors(path)
+
+
+def test_unreadable_paths_and_state_are_checkpoint_errors(tmp_path: Path) -> None:
+    with pytest.raises(CheckpointError, match=r"missing.safetensors cannot be read as a checkpoint"):
+        load_checkpoint(tmp_path / "missing.safetensors")
+    with pytest.raises(CheckpointError, match=r"cannot be read as a checkpoint"):
+        load_checkpoint(tmp_path)  # a directory
+    path = tmp_path / "s.safetensors"
+    save_safetensors(path, {"model.w": np.ones(2)}, {"format": "rnn-xp-checkpoint/1", "state": "{not json"})
+    with pytest.raises(CheckpointError, match=r"its state block is not readable JSON"):
+        load_checkpoint(path)
+
+
+def test_writes_clean_up_killed_writes_and_use_ordinary_permissions(tmp_path: Path) -> None:
+    import os
+    import time
+
+    orphan = tmp_path / ".c.safetensors.killed1"
+    orphan.write_bytes(b"half a checkpoint")
+    old = time.time() - 3600
+    os.utime(orphan, (old, old))
+    recent = tmp_path / ".c.safetensors.inflight"
+    recent.write_bytes(b"another writer's file")
+    save_safetensors(tmp_path / "c.safetensors", {"w": np.ones(3)}, {})
+    assert not orphan.exists() and recent.exists()
+    mask = os.umask(0)
+    os.umask(mask)
+    assert (tmp_path / "c.safetensors").stat().st_mode & 0o777 == 0o666 & ~mask

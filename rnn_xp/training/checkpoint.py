@@ -4,15 +4,19 @@ settings, RNG and data-stream state, model configuration).
 The safetensors layout is written and read here directly (8-byte little-endian header size, a JSON header of
 ``{name: {dtype, shape, data_offsets}}`` and ``__metadata__``, then the raw little-endian bytes), so the
 ``safetensors`` package is not needed; files are interchangeable with it. Writes are atomic (temporary file in the
-same directory, fsync, rename); loads verify the header, the sizes and every name, shape and dtype.
+same directory, fsync, rename, the usual file permissions; temporary files left by a killed write are removed by the
+next write); the metadata carries a SHA-256 of the tensor bytes, which loads verify together with the header, the
+sizes and every name, shape and dtype. Every problem with a file is a :class:`CheckpointError` naming it.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import struct
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
@@ -32,8 +36,11 @@ class CheckpointError(ValueError):
 
 def save_safetensors(path: str | os.PathLike[str], arrays: dict[str, Any], metadata: dict[str, str]) -> None:
     """Write ``arrays`` (any NumPy/CuPy/torch arrays) and string ``metadata`` atomically to ``path``."""
-    host = {name: np.ascontiguousarray(to_numpy(value)) for name, value in arrays.items()}
-    header: dict[str, Any] = {"__metadata__": metadata}
+    host = {name: _little_endian(np.ascontiguousarray(to_numpy(value))) for name, value in arrays.items()}
+    digest = hashlib.sha256()
+    for value in host.values():
+        digest.update(value.tobytes())
+    header: dict[str, Any] = {"__metadata__": {**metadata, "sha256": digest.hexdigest()}}
     offset = 0
     for name, value in host.items():
         if value.dtype.name not in _CODES:
@@ -46,15 +53,17 @@ def save_safetensors(path: str | os.PathLike[str], arrays: dict[str, Any], metad
     encoded += b" " * (-len(encoded) % 8)
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
+    _remove_orphans(target)
     handle, temporary = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent)
     try:
         with os.fdopen(handle, "wb") as file:
             file.write(struct.pack("<Q", len(encoded)))
             file.write(encoded)
             for value in host.values():
-                file.write(value.astype(value.dtype.newbyteorder("<"), copy=False).tobytes())
+                file.write(value.tobytes())
             file.flush()
             os.fsync(file.fileno())
+        os.chmod(temporary, 0o666 & ~_umask())  # mkstemp makes 0600; a checkpoint is an ordinary file
         os.replace(temporary, target)
     except BaseException:
         Path(temporary).unlink(missing_ok=True)
@@ -69,7 +78,11 @@ def load_safetensors(path: str | os.PathLike[str]) -> tuple[dict[str, np.ndarray
     CheckpointError
         Not a safetensors file, a truncated file, or offsets that do not add up.
     """
-    data = Path(path).read_bytes()
+    try:
+        data = Path(path).read_bytes()
+    except OSError as error:
+        msg = f"{path} cannot be read as a checkpoint ({error.strerror or error})"
+        raise CheckpointError(msg) from None
     if len(data) < 8:
         msg = f"{path} is not a safetensors checkpoint: {len(data)} bytes"
         raise CheckpointError(msg)
@@ -112,7 +125,38 @@ def load_safetensors(path: str | os.PathLike[str]) -> tuple[dict[str, np.ndarray
     if end_of_data != len(body):
         msg = f"{path} is corrupt: {len(body) - end_of_data} bytes after the last tensor"
         raise CheckpointError(msg)
+    metadata = dict(metadata)
+    expected_digest = metadata.pop("sha256", None)
+    if expected_digest is not None:
+        digest = hashlib.sha256()
+        for name in header:
+            start, end = (int(n) for n in header[name]["data_offsets"])
+            digest.update(body[start:end])
+        if digest.hexdigest() != expected_digest:
+            msg = f"{path} is corrupt: the tensor bytes do not match the checksum written with them"
+            raise CheckpointError(msg)
     return arrays, dict(metadata)
+
+
+def _little_endian(value: np.ndarray) -> np.ndarray:
+    return value.astype(value.dtype.newbyteorder("<"), copy=False)
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def _remove_orphans(target: Path, *, older_than_s: float = 60.0) -> None:
+    """Temporary files of earlier writes to ``target`` that were killed before their rename."""
+    cutoff = time.time() - older_than_s
+    for orphan in target.parent.glob(f".{target.name}.*"):
+        try:
+            if orphan.is_file() and orphan.stat().st_mtime < cutoff:
+                orphan.unlink()
+        except OSError:
+            continue
 
 
 def save_checkpoint(
@@ -156,4 +200,9 @@ def load_checkpoint(
                     f"the model has {host.dtype}{list(host.shape)}"
                 )
                 raise CheckpointError(msg)
-    return params, optimizer, json.loads(metadata["state"])
+    try:
+        state = json.loads(metadata["state"])
+    except (KeyError, TypeError, json.JSONDecodeError) as error:
+        msg = f"{path} is corrupt: its state block is not readable JSON ({error})"
+        raise CheckpointError(msg) from None
+    return params, optimizer, state
