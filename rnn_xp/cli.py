@@ -132,9 +132,11 @@ def _parser() -> argparse.ArgumentParser:
     examples = train.add_subparsers(dest="example", required=True)
     charlm = examples.add_parser("charlm", help="character-level language model on the stdlib sources")
     _add_fields(charlm, "charlm")
+    charlm.add_argument("--resume", type=Path, default=None, help="continue from this charlm checkpoint")
     charlm.set_defaults(run=_train)
     adding = examples.add_parser("adding", help="the adding problem (regression over long sequences)")
     _add_fields(adding, "adding")
+    adding.add_argument("--resume", type=Path, default=None, help="continue from this adding checkpoint")
     adding.set_defaults(run=_train)
 
     sample = commands.add_parser("sample", help="generate text from a charlm checkpoint")
@@ -209,8 +211,12 @@ def _train(options: argparse.Namespace) -> int:
         _readable_text(Path(config.text))
     _writable_folder(Path(config.out), "--out")
     from rnn_xp.training import adding, charlm
+    from rnn_xp.training.checkpoint import CheckpointError
 
-    summary = (charlm.train if options.example == "charlm" else adding.train)(config)
+    try:
+        summary = (charlm.train if options.example == "charlm" else adding.train)(config, resume=options.resume)
+    except CheckpointError as error:  # only --resume reads a checkpoint, before any training
+        raise UsageError(f"--resume: {error}") from None
     out = Path(config.out) / f"{options.example}-summary.json"
     out.write_text(json.dumps(summary) + "\n")
     print(f"wrote {out}" + (f" and {summary['plot']}" if summary.get("plot") else ""))

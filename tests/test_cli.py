@@ -207,3 +207,30 @@ def test_every_bad_input_is_one_line_and_exit_2(argv: list[str], tmp_path: Path,
     assert code == 2, (code, err)
     assert err.startswith("rnn-xp: error: ") and "\n" not in err, err
     assert not (tmp_path / "out" / "charlm-summary.json").exists()
+
+
+def test_train_resume_for_both_examples(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Issue 11, item 11: --resume continues a run; a checkpoint that does not fit, or of the other example, is one
+    clear line; sample refuses a checkpoint that is not charlm's."""
+    text = tmp_path / "text.txt"
+    text.write_text("".join(f"y = {i} * {i % 5}\n" for i in range(300)))
+    charlm_args = ["train", "charlm", "--text", str(text), "--hidden", "8", "--embedding", "4", "--steps", "8",
+                   "--batch", "2", "--eval-chunks", "1", "--out", str(tmp_path / "c")]
+    adding_args = ["train", "adding", "--steps", "6", "--hidden", "4", "--batch", "3", "--out", str(tmp_path / "a")]
+    assert main([*charlm_args, "--max-updates", "4"]) == 0
+    assert main([*adding_args, "--max-updates", "4"]) == 0
+    capsys.readouterr()
+    assert main([*charlm_args, "--max-updates", "7", "--resume", str(tmp_path / "c" / "charlm.safetensors")]) == 0
+    assert "resumed from" in capsys.readouterr().out
+    assert json.loads((tmp_path / "c" / "charlm-summary.json").read_text())["updates"] == 7
+    assert main([*adding_args, "--max-updates", "6", "--resume", str(tmp_path / "a" / "adding.safetensors")]) == 0
+    assert json.loads((tmp_path / "a" / "adding-summary.json").read_text())["updates"] == 6
+    capsys.readouterr()
+    for argv in (
+        [*charlm_args[:-1], str(tmp_path / "c2"), "--hidden", "9", "--resume", str(tmp_path / "c" / "charlm.safetensors")],
+        [*adding_args, "--resume", str(tmp_path / "c" / "charlm.safetensors")],
+        ["sample", "--checkpoint", str(tmp_path / "a" / "adding.safetensors")],
+    ):
+        assert main(argv) == 2, argv
+        err = capsys.readouterr().err.strip()
+        assert err.startswith("rnn-xp: error: ") and "\n" not in err, err

@@ -21,7 +21,7 @@ from array_api_compat import device as device_of
 
 from rnn_xp._device import place
 from rnn_xp.layer import RNN
-from rnn_xp.training.checkpoint import save_checkpoint
+from rnn_xp.training.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from rnn_xp.training.layers import Linear
 from rnn_xp.training.loop import TrainingRun, run_training
 from rnn_xp.training.losses import mse, mse_backward
@@ -87,10 +87,24 @@ def build_model(config: AddingConfig) -> SequenceModel:
     return SequenceModel(rnn, head, many_to_one=True)
 
 
-def train(config: AddingConfig, *, log: Callable[[str], None] = print, progress: bool = True) -> dict[str, Any]:
+def train(config: AddingConfig, *, log: Callable[[str], None] = print, progress: bool = True,
+          resume: str | Path | None = None) -> dict[str, Any]:
+    """Train for ``config.minutes`` (or ``max_updates``); ``resume``: an adding checkpoint to continue from
+    (parameters, optimizer state, update count; fresh batches), which must fit the model ``config`` builds."""
     model = build_model(config)
     xp = model.xp
     optimizer = Adam(lr=config.lr)
+    done = 0
+    if resume is not None:
+        params, optimizer_arrays, state = load_checkpoint(resume, expected_params=model.parameters())
+        if state.get("kind") != "adding":
+            msg = f"{resume} is not an adding checkpoint (kind {state.get('kind')!r})"
+            raise CheckpointError(msg)
+        like = model.parameters()["rnn.weight_hh_l0"]
+        model.set_parameters({k: place(xp, v, like) for k, v in params.items()})
+        optimizer.load_state(state["optimizer"], {k: place(xp, v, like) for k, v in optimizer_arrays.items()})
+        done = int(state.get("updates", 0))
+        log(f"adding: resumed from {resume} at update {done}")
     rng = np.random.default_rng(config.seed)
     held_x, held_y = adding_batch(np.random.default_rng(10_000 + config.seed), 1000, config.steps, config.dtype)
     like = model.parameters()["rnn.weight_hh_l0"]
@@ -117,11 +131,12 @@ def train(config: AddingConfig, *, log: Callable[[str], None] = print, progress:
         update, held_out, budget_seconds=config.minutes * 60.0, max_updates=config.max_updates,
         eval_every_s=config.eval_every_s, progress=progress,
         postfix=lambda run, loss: {"mse": f"{loss:.4f}", "held_out": f"{run.history['held_out'][-1][1]:.4f}"},
-        run=TrainingRun(history={"train": [], "held_out": [(0.0, held_out())]}),
+        run=TrainingRun(updates=done, history={"train": [], "held_out": [(0.0, held_out())]}),
     )
     out = Path(config.out)  # the checkpoint first: a second Ctrl-C during the final evaluation must not lose the run
     save_checkpoint(out / "adding.safetensors", params=model.parameters(), optimizer_arrays=optimizer.state_arrays(),
-                    state={"kind": "adding", "config": asdict(config), "optimizer": optimizer.config()})
+                    state={"kind": "adding", "config": asdict(config), "optimizer": optimizer.config(),
+                           "updates": run.updates})
     if run.interrupted:
         log("interrupted: saved what was trained; evaluating it")
     history, seconds, updates = run.history, run.train_seconds, run.updates

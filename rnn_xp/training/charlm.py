@@ -199,11 +199,18 @@ class CharLMTrainer:
 
 
 def train(
-    config: CharLMConfig, *, log: Callable[[str], None] = print, progress: bool = True
+    config: CharLMConfig, *, log: Callable[[str], None] = print, progress: bool = True,
+    resume: str | Path | None = None,
 ) -> dict[str, Any]:
-    """Train for ``config.minutes`` (or ``max_updates``); returns the history and final held-out bits/char."""
+    """Train for ``config.minutes`` (or ``max_updates``); returns the history and final held-out bits/char.
+
+    ``resume``: a checkpoint of this example to continue from (parameters, optimizer, streams, carried state and the
+    update count); it must fit the model ``config`` builds (:class:`CheckpointError` otherwise)."""
     corpus = load_corpus(config.text)
     trainer = CharLMTrainer(config, corpus)
+    if resume is not None:
+        trainer.resume(Path(resume))
+        log(f"charlm: resumed from {resume} at update {trainer.updates}")
     out = Path(config.out)
     log(
         f"charlm: {corpus.description}: {corpus.sizes['training_chars']:,} training and "
