@@ -113,8 +113,9 @@ def _parser() -> argparse.ArgumentParser:
     bench.add_argument("--out", type=Path, default=Path("bench/results"), help="directory for JSON, table, plots")
     bench.add_argument("--name", type=_file_stem, default=None,
                        help="file stem of the results (default: from the hardware)")
-    bench.add_argument("--peers", default="torch,numpy-loop,torch-cudnn,rnn_xp-generic",
-                       help="comma-separated peers: torch, numpy-loop (CPU); torch-cudnn, rnn_xp-generic (GPU)")
+    bench.add_argument("--peers", default="torch,onnxruntime,jax,numpy-loop,torch-cudnn,rnn_xp-generic",
+                       help="comma-separated peers: torch, onnxruntime, jax, numpy-loop (CPU); torch-cudnn, "
+                       "rnn_xp-generic (GPU)")
     bench.add_argument("--dtype", choices=["float32", "float64"], default="float32")
     bench.add_argument("--seq-lens", type=_positive_int, nargs="+", default=None)
     bench.add_argument("--batches", type=_positive_int, nargs="+", default=None)
