@@ -1,0 +1,162 @@
+"""The numba kernels of the compiled CPU loop (:mod:`rnn_xp.loops.compiled`); importing this module imports numba.
+
+Each kernel runs one direction of one layer over all T steps in one call, so a step costs no Python or NumPy call:
+the recurrent matvec/GEMM, the bias, the activation, the length selection and the write are fused. The recurrent
+product is written as a sum of rows (``acc[b, :] += h[b, k] * W^T[k, :]``): the inner loop is an AXPY over
+contiguous memory that LLVM vectorises without reassociating a sum (so no fast-math beyond FMA contraction: NaN
+and inf behave as in NumPy, and results do not depend on the vector width); the row of W is reused across the batch.
+
+float32 tanh is :func:`tanh_rational` (vectorisable; NumPy's float32 tanh is a scalar libm call in common builds);
+float64 keeps libm's tanh. Compiled on first use, cached on disk (``cache=True``).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numba
+import numpy as np
+
+# tanh(x) ~ x * P(x^2) / Q(x^2) on (-9, 9), +-1 outside (float32 tanh is 1 to the last bit there). The
+# coefficients are our own weighted least-squares fit (tools/fit_tanh.py); in float32 the maximum absolute error is
+# 3.7e-7 (about 3 ulp near 1), with a relative error under 3e-7 near 0.
+_CLAMP = np.float32(9.0)
+_P = tuple(np.float32(c) for c in (
+    0.9999999063389832, 0.1337320284115106, 0.0034865883562069234, 2.0471955926217294e-05, 1.3184442482216951e-08,
+))
+_Q = tuple(np.float32(c) for c in (
+    1.0, 0.4670649970229555, 0.025842002816135475, 0.0003271396713459462, 7.702743036776261e-07,
+))
+_P0, _P1, _P2, _P3, _P4 = _P
+_Q0, _Q1, _Q2, _Q3, _Q4 = _Q
+_ONE32 = np.float32(1.0)
+
+_jit = numba.njit(cache=True, fastmath={"contract"}, nogil=True)
+
+
+@_jit
+def tanh_rational(x: Any) -> Any:
+    """float32 tanh by the rational fit above; +-1 from |x| >= 9 on; NaN stays NaN (no comparison is true for it)."""
+    if x >= _CLAMP:
+        return _ONE32
+    if x <= -_CLAMP:
+        return -_ONE32
+    s = x * x
+    p = (((_P4 * s + _P3) * s + _P2) * s + _P1) * s + _P0
+    q = (((_Q4 * s + _Q3) * s + _Q2) * s + _Q1) * s + _Q0
+    y = x * p / q
+    if y > _ONE32:
+        y = _ONE32
+    if y < -_ONE32:
+        y = -_ONE32
+    return y
+
+
+@_jit
+def add_product(out: Any, left: Any, right: Any) -> None:
+    """out (B, N) += left (B, K) @ right (K, N), as sums of rows of ``right``, four at a time.
+
+    Four rows per pass quarter the loads and stores of ``out``; the inner loop over N is contiguous in ``out`` and
+    ``right`` and vectorises. Each row of ``right`` is read once per pass for the whole batch.
+    """
+    batch, inner = left.shape
+    width = right.shape[1]
+    k = 0
+    while k + 4 <= inner:
+        r0, r1, r2, r3 = right[k], right[k + 1], right[k + 2], right[k + 3]
+        for b in range(batch):
+            h0, h1, h2, h3 = left[b, k], left[b, k + 1], left[b, k + 2], left[b, k + 3]
+            row = out[b]
+            for j in range(width):
+                row[j] += (h0 * r0[j] + h1 * r1[j]) + (h2 * r2[j] + h3 * r3[j])
+        k += 4
+    while k < inner:
+        r0 = right[k]
+        for b in range(batch):
+            h0 = left[b, k]
+            row = out[b]
+            for j in range(width):
+                row[j] += h0 * r0[j]
+        k += 1
+
+
+@_jit
+def forward_direction(
+    states: Any, bias: Any, weight_hh_t: Any, h0: Any, lengths: Any, relu: bool, reverse: bool, fast_tanh: bool
+) -> None:
+    """One direction in place: states (T, B, H) holds x_t W_ih^T on entry and h_t on return.
+
+    bias (H,) = b_ih + b_hh (zeros without bias); weight_hh_t (H, H) = W_hh^T, contiguous; h0 (B, H);
+    lengths (B,) int32 (T for every sample without lengths). Step t of sample b is inside when t < lengths[b];
+    a padded step *selects* the previous state (it is never multiplied in).
+    """
+    num_steps, batch, hidden = states.shape
+    for i in range(num_steps):
+        t = num_steps - 1 - i if reverse else i
+        current = states[t]
+        if i == 0:
+            previous = h0
+        else:
+            previous = states[t + 1] if reverse else states[t - 1]
+        for b in range(batch):
+            for j in range(hidden):
+                current[b, j] += bias[j]
+        add_product(current, previous, weight_hh_t)
+        for b in range(batch):
+            out = current[b]
+            if t >= lengths[b]:
+                before = previous[b]
+                for j in range(hidden):
+                    out[j] = before[j]
+            elif relu:
+                for j in range(hidden):
+                    if out[j] < 0:
+                        out[j] = 0
+            elif fast_tanh:
+                for j in range(hidden):
+                    out[j] = tanh_rational(out[j])
+            else:
+                for j in range(hidden):
+                    out[j] = np.tanh(out[j])
+
+
+@_jit
+def backward_direction(
+    grad_states: Any, states: Any, weight_hh: Any, carry: Any, lengths: Any, relu: bool, reverse: bool, one: Any
+) -> Any:
+    """One direction's BPTT: grad_states, states (T, B, H) contiguous; weight_hh (H, H); carry (B, H), the gradient
+    arriving from after the last step (grad_h_n or zeros), updated in place to the gradient of h0.
+
+    Returns grad_preacts (T, B, H). Where the gradient does not pass (padding; a relu unit that is off,
+    ``state <= 0``) it is set to 0, never multiplied by 0; on padding the carry passes unchanged to the step before.
+    ``one`` is 1 in the arrays' dtype (a Python 1 would promote float32 arithmetic to float64).
+    """
+    zero = one - one
+    num_steps, batch, hidden = states.shape
+    grad_preacts = np.empty_like(states)
+    product = np.empty_like(carry)
+    for i in range(num_steps):
+        t = i if reverse else num_steps - 1 - i
+        grad = grad_preacts[t]
+        for b in range(batch):
+            out = grad[b]
+            if t >= lengths[b]:
+                for j in range(hidden):
+                    out[j] = zero
+                continue
+            arrived, state, held = grad_states[t, b], states[t, b], carry[b]
+            if relu:
+                for j in range(hidden):
+                    out[j] = zero if state[j] <= 0 else arrived[j] + held[j]
+            else:
+                for j in range(hidden):
+                    out[j] = (one - state[j] * state[j]) * (arrived[j] + held[j])
+        product[:] = zero
+        add_product(product, grad, weight_hh)
+        for b in range(batch):
+            if t < lengths[b]:
+                held = carry[b]
+                acc = product[b]
+                for k in range(hidden):
+                    held[k] = acc[k]
+    return grad_preacts
