@@ -74,10 +74,15 @@ def test_compiled_loop_matches_torch_on_wider_layers_and_long_sequences(dtype: s
         _check(ours, torch_reference(case, data), PARITY_RTOL if dtype == "float64" else 1e-5)
 
 
+@pytest.mark.parametrize("fused", [True, False], ids=["fused-steps", "without-numba"])
 @pytest.mark.parametrize("case", GRID[::5], ids=[case_id(c) for c in GRID[::5]])
-def test_forced_numpy_loop_matches_torch(case: dict[str, Any]) -> None:
+def test_forced_numpy_loop_matches_torch(case: dict[str, Any], fused: bool, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The NumPy loop with its numba-fused elementwise steps, and without numba (plain NumPy calls)."""
+    if not fused:
+        monkeypatch.setattr(compiled, "available", lambda: False)
     data = make_case(case, seed=6)
     _check(run_rnn_xp(np, case, data, loop="numpy"), torch_reference(case, data), PARITY_RTOL)
+    _check(run_rnn_xp(np, case, _as(data, "float32"), loop="numpy"), torch_reference(case, data), 1e-5)
 
 
 def test_float32_tanh_is_within_four_ulp_of_one() -> None:

@@ -160,3 +160,51 @@ def backward_direction(
                 for k in range(hidden):
                     held[k] = acc[k]
     return grad_preacts
+
+
+@_jit
+def forward_step(
+    current: Any, recurrent: Any, previous: Any, lengths: Any, t: int, relu: bool, fast_tanh: bool
+) -> None:
+    """The elementwise rest of a NumPy-loop step, in one pass: current (B, H) += recurrent (B, H), the activation,
+    and where step t is padding for sample b (t >= lengths[b]) the previous state (B, H) selected instead."""
+    batch, hidden = current.shape
+    for b in range(batch):
+        out, extra = current[b], recurrent[b]
+        if t >= lengths[b]:
+            before = previous[b]
+            for j in range(hidden):
+                out[j] = before[j]
+        elif relu:
+            for j in range(hidden):
+                value = out[j] + extra[j]
+                out[j] = value if not value < 0 else 0
+        elif fast_tanh:
+            for j in range(hidden):
+                out[j] = tanh_rational(out[j] + extra[j])
+        else:
+            for j in range(hidden):
+                out[j] = np.tanh(out[j] + extra[j])
+
+
+@_jit
+def backward_step(
+    grad: Any, grad_state: Any, carry: Any, state: Any, lengths: Any, t: int, relu: bool, one: Any
+) -> None:
+    """The elementwise part of a NumPy-loop backward step, in one pass: grad (B, H) = act'(state) * (grad_state +
+    carry), set to 0 (never multiplied by 0) on padding and, for relu, where the unit is off (state <= 0)."""
+    zero = one - one
+    batch, hidden = grad.shape
+    for b in range(batch):
+        out = grad[b]
+        if t >= lengths[b]:
+            for j in range(hidden):
+                out[j] = zero
+            continue
+        arrived, value, held = grad_state[b], state[b], carry[b]
+        if relu:
+            for j in range(hidden):
+                out[j] = zero if value[j] <= 0 else arrived[j] + held[j]
+        else:
+            for j in range(hidden):
+                out[j] = (one - value[j] * value[j]) * (arrived[j] + held[j])
