@@ -74,6 +74,19 @@ def test_compiled_loop_matches_torch_on_wider_layers_and_long_sequences(dtype: s
         _check(ours, torch_reference(case, data), PARITY_RTOL if dtype == "float64" else 1e-5)
 
 
+@pytest.mark.parametrize("cores", [2, 3])
+@pytest.mark.parametrize("case", GRID[1::9], ids=[case_id(c) for c in GRID[1::9]])
+def test_compiled_loop_split_over_threads_matches_torch(case: dict[str, Any], cores: int,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """Directions and batch slices on threads (forced: no minimum work; 2 or 3 cores, so uneven slices)."""
+    monkeypatch.setattr(compiled, "MIN_PARALLEL_WORK", 0)
+    monkeypatch.setattr(compiled.os, "cpu_count", lambda: cores)
+    units = compiled._units(2 if case["bidirectional"] else 1, 6, 4, 7)
+    assert len(units) == (2 if case["bidirectional"] else cores)
+    data = make_case(case, seed=9)
+    _check(run_rnn_xp(np, case, data, loop="compiled"), torch_reference(case, data), PARITY_RTOL)
+
+
 @pytest.mark.parametrize("fused", [True, False], ids=["fused-steps", "without-numba"])
 @pytest.mark.parametrize("case", GRID[::5], ids=[case_id(c) for c in GRID[::5]])
 def test_forced_numpy_loop_matches_torch(case: dict[str, Any], fused: bool, monkeypatch: pytest.MonkeyPatch) -> None:

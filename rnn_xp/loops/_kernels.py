@@ -52,18 +52,19 @@ def tanh_rational(x: Any) -> Any:
 
 
 @_jit
-def add_product(out: Any, left: Any, right: Any) -> None:
-    """out (B, N) += left (B, K) @ right (K, N), as sums of rows of ``right``, four at a time.
+def add_product(out: Any, left: Any, right: Any, first: int, stop: int) -> None:
+    """out[b] += left[b] @ right for b in [first, stop): out (B, N), left (B, K), right (K, N); sums of rows of
+    ``right``, four at a time.
 
     Four rows per pass quarter the loads and stores of ``out``; the inner loop over N is contiguous in ``out`` and
-    ``right`` and vectorises. Each row of ``right`` is read once per pass for the whole batch.
+    ``right`` and vectorises. Each row of ``right`` is read once per pass for all rows b.
     """
-    batch, inner = left.shape
+    inner = left.shape[1]
     width = right.shape[1]
     k = 0
     while k + 4 <= inner:
         r0, r1, r2, r3 = right[k], right[k + 1], right[k + 2], right[k + 3]
-        for b in range(batch):
+        for b in range(first, stop):
             h0, h1, h2, h3 = left[b, k], left[b, k + 1], left[b, k + 2], left[b, k + 3]
             row = out[b]
             for j in range(width):
@@ -71,7 +72,7 @@ def add_product(out: Any, left: Any, right: Any) -> None:
         k += 4
     while k < inner:
         r0 = right[k]
-        for b in range(batch):
+        for b in range(first, stop):
             h0 = left[b, k]
             row = out[b]
             for j in range(width):
@@ -81,15 +82,17 @@ def add_product(out: Any, left: Any, right: Any) -> None:
 
 @_jit
 def forward_direction(
-    states: Any, bias: Any, weight_hh_t: Any, h0: Any, lengths: Any, relu: bool, reverse: bool, fast_tanh: bool
+    states: Any, bias: Any, weight_hh_t: Any, h0: Any, lengths: Any, relu: bool, reverse: bool, fast_tanh: bool,
+    first: int, stop: int,
 ) -> None:
-    """One direction in place: states (T, B, H) holds x_t W_ih^T on entry and h_t on return.
+    """One direction in place for samples [first, stop): states (T, B, H) holds x_t W_ih^T on entry and h_t on
+    return. Samples do not interact, so disjoint ranges may run on different threads (the GIL is released).
 
     bias (H,) = b_ih + b_hh (zeros without bias); weight_hh_t (H, H) = W_hh^T, contiguous; h0 (B, H);
     lengths (B,) int32 (T for every sample without lengths). Step t of sample b is inside when t < lengths[b];
     a padded step *selects* the previous state (it is never multiplied in).
     """
-    num_steps, batch, hidden = states.shape
+    num_steps, _, hidden = states.shape
     for i in range(num_steps):
         t = num_steps - 1 - i if reverse else i
         current = states[t]
@@ -97,11 +100,11 @@ def forward_direction(
             previous = h0
         else:
             previous = states[t + 1] if reverse else states[t - 1]
-        for b in range(batch):
+        for b in range(first, stop):
             for j in range(hidden):
                 current[b, j] += bias[j]
-        add_product(current, previous, weight_hh_t)
-        for b in range(batch):
+        add_product(current, previous, weight_hh_t, first, stop)
+        for b in range(first, stop):
             out = current[b]
             if t >= lengths[b]:
                 before = previous[b]
@@ -121,23 +124,24 @@ def forward_direction(
 
 @_jit
 def backward_direction(
-    grad_states: Any, states: Any, weight_hh: Any, carry: Any, lengths: Any, relu: bool, reverse: bool, one: Any
-) -> Any:
-    """One direction's BPTT: grad_states, states (T, B, H) contiguous; weight_hh (H, H); carry (B, H), the gradient
-    arriving from after the last step (grad_h_n or zeros), updated in place to the gradient of h0.
+    grad_preacts: Any, grad_states: Any, states: Any, weight_hh: Any, carry: Any, lengths: Any, relu: bool,
+    reverse: bool, one: Any, first: int, stop: int,
+) -> None:
+    """One direction's BPTT for samples [first, stop): grad_states, states (T, B, H) contiguous; weight_hh (H, H);
+    carry (B, H), the gradient arriving from after the last step (grad_h_n or zeros), updated in place to the
+    gradient of h0.
 
-    Returns grad_preacts (T, B, H). Where the gradient does not pass (padding; a relu unit that is off,
+    Writes grad_preacts (T, B, H). Where the gradient does not pass (padding; a relu unit that is off,
     ``state <= 0``) it is set to 0, never multiplied by 0; on padding the carry passes unchanged to the step before.
     ``one`` is 1 in the arrays' dtype (a Python 1 would promote float32 arithmetic to float64).
     """
     zero = one - one
-    num_steps, batch, hidden = states.shape
-    grad_preacts = np.empty_like(states)
+    num_steps, _, hidden = states.shape
     product = np.empty_like(carry)
     for i in range(num_steps):
         t = i if reverse else num_steps - 1 - i
         grad = grad_preacts[t]
-        for b in range(batch):
+        for b in range(first, stop):
             out = grad[b]
             if t >= lengths[b]:
                 for j in range(hidden):
@@ -150,15 +154,14 @@ def backward_direction(
             else:
                 for j in range(hidden):
                     out[j] = (one - state[j] * state[j]) * (arrived[j] + held[j])
-        product[:] = zero
-        add_product(product, grad, weight_hh)
-        for b in range(batch):
+        product[first:stop] = zero
+        add_product(product, grad, weight_hh, first, stop)
+        for b in range(first, stop):
             if t < lengths[b]:
                 held = carry[b]
                 acc = product[b]
                 for k in range(hidden):
                     held[k] = acc[k]
-    return grad_preacts
 
 
 @_jit

@@ -4,7 +4,7 @@ Interface: :class:`rnn_xp.loops.TimeLoop`. At small batch a step of the NumPy lo
 about a microsecond each, far more than its arithmetic; here a step is a few nanoseconds of loop overhead plus the
 arithmetic (see :mod:`rnn_xp.loops._kernels`). Semantics are the NumPy loop's: padded steps select the previous
 state, relu keeps NaN, gradients into padding and dead relu units are set to 0. Truncated BPTT goes to the generic
-loop.
+loop. Directions, and slices of the batch, run on threads (one per core) when the layer is big enough.
 
 numba is imported, and the kernels compiled (or loaded from numba's on-disk cache), on the first call, never at
 ``import rnn_xp``. :func:`available` says whether numba is installed; without it selection runs the NumPy loop.
@@ -13,12 +13,19 @@ numba is imported, and the kernels compiled (or loaded from numba's on-disk cach
 from __future__ import annotations
 
 import importlib.util
-from functools import cache
+import os
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from functools import cache, partial
 from typing import Any
 
 import numpy as np
 
 TRUNCATES = False
+
+# Below this many multiply-adds (T*B*H*H per direction) a layer runs on the calling thread: handing work to a thread
+# and back costs tens of microseconds, the time of about a million multiply-adds here.
+MIN_PARALLEL_WORK = 1 << 21
 
 
 @cache
@@ -31,6 +38,30 @@ def _kernels() -> Any:
     from rnn_xp.loops import _kernels
 
     return _kernels
+
+
+@cache
+def _pool() -> ThreadPoolExecutor:
+    return ThreadPoolExecutor(max_workers=max(1, (os.cpu_count() or 1) - 1), thread_name_prefix="rnn_xp")
+
+
+def _units(directions: int, num_steps: int, batch: int, hidden: int) -> list[tuple[int, int, int]]:
+    """(direction, first, stop): the pieces of a layer that run independently (directions, and slices of the batch:
+    samples do not interact), as many as the cores when the work is worth it."""
+    cores = os.cpu_count() or 1
+    chunks = 1
+    if num_steps * batch * hidden * hidden >= MIN_PARALLEL_WORK:
+        chunks = max(1, min(batch, cores // directions))
+    bounds = [batch * c // chunks for c in range(chunks + 1)]
+    return [(d, bounds[c], bounds[c + 1]) for d in range(directions) for c in range(chunks)]
+
+
+def _run(calls: list[Callable[[], None]]) -> None:
+    """Run the calls (numba kernels that release the GIL): all but the first on the pool, the first here."""
+    futures = [_pool().submit(call) for call in calls[1:]]
+    calls[0]()
+    for future in futures:
+        future.result()
 
 
 def _lengths(lengths: np.ndarray | None, num_steps: int, batch: int) -> np.ndarray:
@@ -51,23 +82,19 @@ def forward_layer(
     kernels = _kernels()
     num_steps, batch, hidden = projections[0].shape
     inside = _lengths(lengths, num_steps, batch)
-    outputs = []
-    for direction, (states, bias, weight_hh, h0) in enumerate(zip(projections, biases, weights_hh, h0s, strict=True)):
+    relu = nonlinearity == "relu"
+    arguments = []
+    for states, bias, weight_hh, h0 in zip(projections, biases, weights_hh, h0s, strict=True):
         # The projections are the caller's to reuse; a view (never here in practice) would be copied, not written.
         states = states if states.flags.c_contiguous and states.flags.writeable else np.array(states, order="C")
-        dtype = states.dtype
-        kernels.forward_direction(
-            states,
-            np.zeros(hidden, dtype=dtype) if bias is None else np.ascontiguousarray(bias),
-            np.ascontiguousarray(weight_hh.T),
-            np.ascontiguousarray(h0),
-            inside,
-            nonlinearity == "relu",
-            direction == 1,
-            dtype == np.float32,
-        )
-        outputs.append(states)
-    return outputs
+        bias = np.zeros(hidden, dtype=states.dtype) if bias is None else np.ascontiguousarray(bias)
+        arguments.append((states, bias, np.ascontiguousarray(weight_hh.T), np.ascontiguousarray(h0)))
+    fast_tanh = projections[0].dtype == np.float32
+    _run([
+        partial(kernels.forward_direction, *arguments[d], inside, relu, d == 1, fast_tanh, first, stop)
+        for d, first, stop in _units(len(projections), num_steps, batch, hidden)
+    ])
+    return [states for states, *_ in arguments]
 
 
 def backward_layer(
@@ -81,24 +108,19 @@ def backward_layer(
     truncate: int | None,
 ) -> tuple[list[np.ndarray], list[np.ndarray]]:
     kernels = _kernels()
-    num_steps, batch, _ = states[0].shape
+    num_steps, batch, hidden = states[0].shape
     inside = _lengths(lengths, num_steps, batch)
-    grad_preacts, grad_h0s = [], []
-    for direction, (grad_state, state, weight_hh, grad_h_n) in enumerate(
-        zip(grad_states, states, weights_hh, grad_h_ns, strict=True)
-    ):
+    relu = nonlinearity == "relu"
+    arguments = []
+    for grad_state, state, weight_hh, grad_h_n in zip(grad_states, states, weights_hh, grad_h_ns, strict=True):
         carry = np.zeros_like(state[0]) if grad_h_n is None else np.array(grad_h_n, order="C")
-        grad_preacts.append(
-            kernels.backward_direction(
-                np.ascontiguousarray(grad_state),
-                np.ascontiguousarray(state),
-                np.ascontiguousarray(weight_hh),
-                carry,
-                inside,
-                nonlinearity == "relu",
-                direction == 1,
-                state.dtype.type(1),
-            )
-        )
-        grad_h0s.append(carry)
-    return grad_preacts, grad_h0s
+        arguments.append((
+            np.empty_like(state), np.ascontiguousarray(grad_state), np.ascontiguousarray(state),
+            np.ascontiguousarray(weight_hh), carry,
+        ))
+    one = states[0].dtype.type(1)
+    _run([
+        partial(kernels.backward_direction, *arguments[d], inside, relu, d == 1, one, first, stop)
+        for d, first, stop in _units(len(states), num_steps, batch, hidden)
+    ])
+    return [a[0] for a in arguments], [a[4] for a in arguments]
