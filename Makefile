@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-rnn-xp
 TORCH  := torch==2.13.0
 
-.PHONY: venv test bench bench-full bench-cpu bench-pytest torch lint clean
+.PHONY: venv test bench bench-full bench-cpu bench-peers bench-pytest torch lint clean
 
 venv: $(STAMP)
 
@@ -31,6 +31,11 @@ bench-full: torch
 # rnn_xp vs torch.nn.RNN on the CPU at the sizes of the core issue (ratios, geometric means, GFLOP/s).
 bench-cpu: torch
 	$(BIN)/python bench/cpu_vs_torch.py --out bench/results
+
+# rnn_xp vs torch, ONNX Runtime and JAX on the CPU (issue 13's table: ratios in one run, B=1 per-step latency).
+bench-peers: torch
+	$(BIN)/python -m pip install -q -e '.[peers]'
+	$(BIN)/python bench/cpu_vs_peers.py --out bench/results
 
 bench-pytest: torch
 	$(BIN)/python -m pytest bench/ --benchmark-only --benchmark-json=bench/results/pytest-benchmark.json -p no:cacheprovider

@@ -191,3 +191,11 @@ def test_import_rnn_xp_does_not_import_numba() -> None:
     code = "import sys, rnn_xp, rnn_xp.functional; print('numba' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_info_reports_the_compiled_loop(monkeypatch: pytest.MonkeyPatch) -> None:
+    from rnn_xp.benchmark import machine
+
+    assert machine.paths()["cpu (compiled loop, numba)"] == "available"
+    monkeypatch.setattr(machine, "_found", lambda module: module != "numba")
+    assert machine.paths()["cpu (compiled loop, numba)"] == "unavailable: numba not installed"
