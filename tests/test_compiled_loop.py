@@ -80,7 +80,7 @@ def test_compiled_loop_split_over_threads_matches_torch(case: dict[str, Any], co
                                                          monkeypatch: pytest.MonkeyPatch) -> None:
     """Directions and batch slices on threads (forced: no minimum work; 2 or 3 cores, so uneven slices)."""
     monkeypatch.setattr(compiled, "MIN_PARALLEL_WORK", 0)
-    monkeypatch.setattr(compiled.os, "cpu_count", lambda: cores)
+    monkeypatch.setattr(compiled, "_cores", lambda: cores)
     units = compiled._units(2 if case["bidirectional"] else 1, 6, 4, 7)
     assert len(units) == (2 if case["bidirectional"] else cores)
     data = make_case(case, seed=9)

@@ -41,14 +41,19 @@ def _kernels() -> Any:
 
 
 @cache
+def _cores() -> int:
+    return os.cpu_count() or 1
+
+
+@cache
 def _pool() -> ThreadPoolExecutor:
-    return ThreadPoolExecutor(max_workers=max(1, (os.cpu_count() or 1) - 1), thread_name_prefix="rnn_xp")
+    return ThreadPoolExecutor(max_workers=max(1, _cores() - 1), thread_name_prefix="rnn_xp")
 
 
 def _units(directions: int, num_steps: int, batch: int, hidden: int) -> list[tuple[int, int, int]]:
     """(direction, first, stop): the pieces of a layer that run independently (directions, and slices of the batch:
     samples do not interact), as many as the cores when the work is worth it."""
-    cores = os.cpu_count() or 1
+    cores = _cores()
     chunks = 1
     if num_steps * batch * hidden * hidden >= MIN_PARALLEL_WORK:
         chunks = max(1, min(batch, cores // directions))
@@ -58,6 +63,9 @@ def _units(directions: int, num_steps: int, batch: int, hidden: int) -> list[tup
 
 def _run(calls: list[Callable[[], None]]) -> None:
     """Run the calls (numba kernels that release the GIL): all but the first on the pool, the first here."""
+    if len(calls) == 1:
+        calls[0]()
+        return
     futures = [_pool().submit(call) for call in calls[1:]]
     calls[0]()
     for future in futures:
