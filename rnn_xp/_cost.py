@@ -105,7 +105,9 @@ def _seconds_per_step(loop: Any, projection: np.ndarray, weight: np.ndarray, *, 
     num_steps, batch, hidden = projection.shape
     h0 = np.zeros((batch, hidden), dtype=projection.dtype)
     bias = np.zeros(hidden, dtype=projection.dtype)
-    seconds = _best_of(REPEATS, lambda: loop.forward_layer(np, [projection.copy()], [bias], [weight], [h0], None, "tanh"))
+    seconds = _best_of(
+        REPEATS, lambda: loop.forward_layer(np, [projection.copy()], [bias], [weight], [h0], None, "tanh")
+    )
     seconds -= _best_of(REPEATS, projection.copy)
     if transposes:
         seconds -= _best_of(REPEATS, lambda: np.ascontiguousarray(weight.T))
