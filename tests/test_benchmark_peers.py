@@ -75,3 +75,16 @@ def test_onnxruntime_is_forward_only_float32_only_in_the_sweep() -> None:
     assert "float32 only" in str(make_peer("onnxruntime", "cpu", "float64").unavailable(CASES[0]))
     assert make_peer("onnxruntime", "cpu").trains is False
     assert make_peer("jax", "cpu").trains is True
+
+
+def test_a_forward_only_peer_is_unsupported_on_training_rows() -> None:
+    pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnx")
+    from rnn_xp.benchmark.sweep import SweepConfig, run_sweep
+
+    config = SweepConfig(devices=["cpu"], seq_lens=(3,), batches=(2,), hidden=(4,), input_size=3,
+                         peers=("onnxruntime",), quick=True, max_seconds=0.01)
+    rows = run_sweep(config, progress_bar=False)["rows"]
+    by_direction = {row["direction"]: row["results"]["onnxruntime"] for row in rows}
+    assert by_direction["fwd"]["status"] == "ok" and "median_s" in by_direction["fwd"]
+    assert by_direction["train"] == {"status": "unsupported", "reason": "forward only"}

@@ -227,6 +227,8 @@ def _measure_case(
         results: dict[str, dict[str, Any]] = {}
         for name, status in statuses.items():
             entry = dict(status)
+            if entry["status"] == "ok" and name not in timings:  # a forward-only peer on a training row
+                entry = {"status": "unsupported", "reason": "forward only"}
             if name in timings:
                 seconds = timings[name].median
                 entry.update(timings[name].as_dict())
