@@ -94,7 +94,7 @@ class RNN:
         self._dropout_rng = np.random.default_rng(None if seed is None else seed + 1)
         self.training = True
         host = init_params(self.layout, seed=seed, dtype=self.dtype)
-        self._params: dict[str, Any] = {name: from_numpy(v, self._device) for name, v in host.items()}
+        self._params: dict[str, Any] = {name: from_numpy(v, self._device, owned=True) for name, v in host.items()}
         self.grads: dict[str, Any] = {}
         self._cache: ForwardCache | None = None
 

@@ -146,3 +146,24 @@ def test_dtype_none_means_float32_as_in_torch() -> None:
     rnn = rnn_xp.RNN(3, 4, dtype=None)
     assert rnn.dtype == "float32"
     assert all(v.dtype == np.float32 for v in rnn.parameters().values())
+
+
+def test_init_draws_without_float64_copies_and_keeps_the_seeded_numbers() -> None:
+    """Issue 11 item 7: the init drew each parameter in float64, cast and copied it (3x the parameter bytes at peak);
+    it now fills the parameters in chunks, with the same numbers as before (float64 draws rounded to the dtype)."""
+    import tracemalloc
+
+    rnn_xp.RNN(1, 4, seed=0)  # imports and first-call allocations out of the measurement
+    tracemalloc.start()
+    try:
+        rnn = rnn_xp.RNN(1, 2048, seed=3)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    parameter_bytes = sum(v.nbytes for v in rnn.parameters().values())
+    assert peak < 1.15 * parameter_bytes, f"peak {peak / parameter_bytes:.2f}x the parameter bytes"
+    rng = np.random.default_rng(3)
+    bound = 1.0 / np.sqrt(2048)
+    for name, value in rnn.parameters().items():
+        expected = rng.uniform(-bound, bound, size=value.shape).astype(np.float32)
+        np.testing.assert_array_equal(value, expected, err_msg=name)

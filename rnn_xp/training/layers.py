@@ -8,6 +8,7 @@ import numpy as np
 from array_api_compat import device as device_of
 
 from rnn_xp._device import from_numpy, namespace_for, parse_device
+from rnn_xp.params import draw_standard_normal, draw_uniform
 
 
 class Linear:
@@ -22,11 +23,11 @@ class Linear:
         bound = 1.0 / np.sqrt(in_features)
         target = parse_device(device)
         self.xp = namespace_for(target)
-        self.params: dict[str, Any] = {
-            "weight": from_numpy(rng.uniform(-bound, bound, (out_features, in_features)).astype(dtype), target)
-        }
+        weight = draw_uniform(rng, (out_features, in_features), -bound, bound, dtype)
+        self.params: dict[str, Any] = {"weight": from_numpy(weight, target, owned=True)}
         if bias:
-            self.params["bias"] = from_numpy(rng.uniform(-bound, bound, (out_features,)).astype(dtype), target)
+            bias_values = draw_uniform(rng, (out_features,), -bound, bound, dtype)
+            self.params["bias"] = from_numpy(bias_values, target, owned=True)
         self.grads: dict[str, Any] = {}
         self._input: Any = None
 
@@ -60,7 +61,7 @@ class Embedding:
         target = parse_device(device)
         self.xp = namespace_for(target)
         self.params: dict[str, Any] = {
-            "weight": from_numpy(rng.standard_normal((num_embeddings, dim)).astype(dtype), target)
+            "weight": from_numpy(draw_standard_normal(rng, (num_embeddings, dim), dtype), target, owned=True)
         }
         self.grads: dict[str, Any] = {}
         self._tokens: Any = None
