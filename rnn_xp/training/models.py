@@ -10,11 +10,12 @@ from typing import Any
 
 from array_api_compat import device as device_of
 
+from rnn_xp._threads import PerThread, PerThreadState
 from rnn_xp.layer import RNN
 from rnn_xp.training.layers import Embedding, Linear
 
 
-class SequenceModel:
+class SequenceModel(PerThreadState):
     """[Embedding] -> RNN -> Linear head.
 
     Parameters
@@ -27,9 +28,11 @@ class SequenceModel:
         last layer (both directions concatenated) at each sequence's own last step when ``lengths`` is given.
     """
 
+    grads: dict[str, Any] = PerThread(dict)  # type: ignore[assignment]  # per thread, as the layers' (rnn_xp._threads)
+    _h_n_shape: tuple[int, ...] = PerThread(tuple)  # type: ignore[assignment]
+
     def __init__(self, rnn: RNN, head: Linear, *, embedding: Embedding | None = None, many_to_one: bool = False):
         self.rnn, self.head, self.embedding, self.many_to_one = rnn, head, embedding, many_to_one
-        self.grads: dict[str, Any] = {}
 
     @property
     def xp(self) -> Any:
@@ -103,19 +106,20 @@ class SequenceModel:
         return top[0] if directions == 1 else self.xp.concat(top, axis=-1)
 
 
-class SimpleRNN:
+class SimpleRNN(PerThreadState):
     """Keras ``SimpleRNN``: x (batch, steps, features) -> the last state (batch, units), a many-to-one layer.
 
     ``return_sequences=True`` returns every step's state (batch, steps, units) instead. ``lengths`` (batch,) take
     each sequence's own last step, as Keras masking does. Put a :class:`Linear` after it for a prediction.
     """
 
+    grads: dict[str, Any] = PerThread(dict)  # type: ignore[assignment]  # per thread, as the layers' (rnn_xp._threads)
+
     def __init__(self, input_dim: int, units: int, *, activation: str = "tanh", return_sequences: bool = False,
                  device: str = "cpu", dtype: str = "float32", seed: int | None = None) -> None:
         self.rnn = RNN(input_dim, units, nonlinearity=activation, batch_first=True, device=device, dtype=dtype,
                        seed=seed)
         self.return_sequences = return_sequences
-        self.grads: dict[str, Any] = {}
 
     @property
     def xp(self) -> Any:
