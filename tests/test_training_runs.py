@@ -198,7 +198,7 @@ def test_a_flipped_byte_inside_a_tensor_is_detected(tmp_path: Path) -> None:
     data = bytearray(path.read_bytes())
     data[-20] ^= 0x01  # inside the tensor bytes: every size still adds up
     path.write_bytes(bytes(data))
-    with pytest.raises(CheckpointError, match=r"c.safetensors is corrupt: the tensor bytes do not match the checksum"):
+    with pytest.raises(CheckpointError, match=r"c.safetensors is corrupt: its names, shapes, metadata or tensor bytes do not match the checksum"):
         load_safetensors(path)
 
 
@@ -228,3 +228,30 @@ def test_writes_clean_up_killed_writes_and_use_ordinary_permissions(tmp_path: Pa
     mask = os.umask(0)
     os.umask(mask)
     assert (tmp_path / "c.safetensors").stat().st_mode & 0o777 == 0o666 & ~mask
+
+
+def test_a_checkpoint_with_the_earlier_tensor_only_checksum_still_loads_and_is_verified(tmp_path: Path) -> None:
+    """Files written before the checksum covered names and metadata carry ``sha256`` of the tensor bytes only."""
+    import hashlib
+    import json
+    import struct
+
+    from rnn_xp.training.checkpoint import CheckpointError, load_checkpoint
+
+    weight = np.arange(6, dtype=np.float32).reshape(2, 3)
+    state = {"step": 3}
+    header = {"__metadata__": {"format": "rnn-xp-checkpoint/1", "state": json.dumps(state),
+                               "sha256": hashlib.sha256(weight.tobytes()).hexdigest()},
+              "model.w": {"dtype": "F32", "shape": [2, 3], "data_offsets": [0, 24]}}
+    encoded = json.dumps(header).encode()
+    encoded += b" " * (-len(encoded) % 8)
+    path = tmp_path / "old.safetensors"
+    path.write_bytes(struct.pack("<Q", len(encoded)) + encoded + weight.tobytes())
+    params, _, loaded_state = load_checkpoint(path)
+    np.testing.assert_array_equal(params["w"], weight)
+    assert loaded_state == state
+    data = bytearray(path.read_bytes())
+    data[-1] ^= 1
+    path.write_bytes(bytes(data))
+    with pytest.raises(CheckpointError, match="tensor bytes do not match"):
+        load_checkpoint(path)

@@ -5,8 +5,8 @@ The safetensors layout is written and read here directly (8-byte little-endian h
 ``{name: {dtype, shape, data_offsets}}`` and ``__metadata__``, then the raw little-endian bytes), so the
 ``safetensors`` package is not needed; files are interchangeable with it. Writes are atomic (temporary file in the
 same directory, fsync, rename, the usual file permissions; temporary files left by a killed write are removed by the
-next write); the metadata carries a SHA-256 of the tensor bytes, which loads verify together with the header, the
-sizes and every name, shape and dtype. Every problem with a file is a :class:`CheckpointError` naming it.
+next write); the metadata carries a SHA-256 of everything a load returns (names, dtypes, shapes, the other metadata and
+the tensor bytes), which loads verify. Every problem with a file is a :class:`CheckpointError` naming it.
 """
 
 from __future__ import annotations
@@ -28,6 +28,8 @@ FORMAT = "rnn-xp-checkpoint/1"
 _DTYPES = {"F32": np.float32, "F64": np.float64, "I64": np.int64, "I32": np.int32, "U8": np.uint8}
 _CODES = {np.dtype(v).name: k for k, v in _DTYPES.items()}
 _MAX_HEADER = 100 * 2**20
+_DIGEST_KEY = "sha256-all"  # names, dtypes, shapes, metadata and tensor bytes (see _digest)
+_LEGACY_DIGEST_KEY = "sha256"  # earlier files: the tensor bytes only, still verified when present
 
 
 class CheckpointError(ValueError):
@@ -37,18 +39,17 @@ class CheckpointError(ValueError):
 def save_safetensors(path: str | os.PathLike[str], arrays: dict[str, Any], metadata: dict[str, str]) -> None:
     """Write ``arrays`` (any NumPy/CuPy/torch arrays) and string ``metadata`` atomically to ``path``."""
     host = {name: _little_endian(np.ascontiguousarray(to_numpy(value))) for name, value in arrays.items()}
-    digest = hashlib.sha256()
-    for value in host.values():
-        digest.update(value.tobytes())
-    header: dict[str, Any] = {"__metadata__": {**metadata, "sha256": digest.hexdigest()}}
+    entries: dict[str, Any] = {}
     offset = 0
     for name, value in host.items():
         if value.dtype.name not in _CODES:
             msg = f"arrays[{name!r}] has dtype {value.dtype}; checkpoints hold {sorted(_CODES)}"
             raise TypeError(msg)
-        header[name] = {"dtype": _CODES[value.dtype.name], "shape": list(value.shape),
-                        "data_offsets": [offset, offset + value.nbytes]}
+        entries[name] = {"dtype": _CODES[value.dtype.name], "shape": list(value.shape),
+                         "data_offsets": [offset, offset + value.nbytes]}
         offset += value.nbytes
+    digest = _digest(metadata, entries, [value.tobytes() for value in host.values()])
+    header: dict[str, Any] = {"__metadata__": {**metadata, _DIGEST_KEY: digest}, **entries}
     encoded = json.dumps(header, separators=(",", ":")).encode()
     encoded += b" " * (-len(encoded) % 8)
     target = Path(path)
@@ -126,16 +127,33 @@ def load_safetensors(path: str | os.PathLike[str]) -> tuple[dict[str, np.ndarray
         msg = f"{path} is corrupt: {len(body) - end_of_data} bytes after the last tensor"
         raise CheckpointError(msg)
     metadata = dict(metadata)
-    expected_digest = metadata.pop("sha256", None)
-    if expected_digest is not None:
-        digest = hashlib.sha256()
-        for name in header:
-            start, end = (int(n) for n in header[name]["data_offsets"])
-            digest.update(body[start:end])
-        if digest.hexdigest() != expected_digest:
-            msg = f"{path} is corrupt: the tensor bytes do not match the checksum written with them"
-            raise CheckpointError(msg)
+    whole_digest, tensor_digest = metadata.pop(_DIGEST_KEY, None), metadata.pop(_LEGACY_DIGEST_KEY, None)
+    tensors = [body[int(e["data_offsets"][0]) : int(e["data_offsets"][1])] for e in header.values()]
+    if whole_digest is not None and _digest(metadata, header, tensors) != whole_digest:
+        msg = f"{path} is corrupt: its names, shapes, metadata or tensor bytes do not match the checksum written"
+        raise CheckpointError(msg)
+    if tensor_digest is not None and _legacy_digest(tensors) != tensor_digest:
+        msg = f"{path} is corrupt: the tensor bytes do not match the checksum written with them"
+        raise CheckpointError(msg)
     return arrays, dict(metadata)
+
+
+def _digest(metadata: dict[str, Any], entries: dict[str, Any], tensors: list[Any]) -> str:
+    """SHA-256 of everything a load returns: the metadata (but the checksum), every entry's name, dtype, shape and
+    offsets, in file order, and the tensor bytes."""
+    digest = hashlib.sha256()
+    digest.update(json.dumps([metadata, list(entries.items())], sort_keys=True, separators=(",", ":")).encode())
+    for tensor in tensors:
+        digest.update(tensor)
+    return digest.hexdigest()
+
+
+def _legacy_digest(tensors: list[Any]) -> str:
+    """The checksum of files written before 2026-11-24 (``sha256``): the tensor bytes only."""
+    digest = hashlib.sha256()
+    for tensor in tensors:
+        digest.update(tensor)
+    return digest.hexdigest()
 
 
 def _little_endian(value: np.ndarray) -> np.ndarray:
