@@ -14,7 +14,7 @@ from typing import Any
 from array_api_compat import device as device_of
 
 from rnn_xp._layout import CallerLayout
-from rnn_xp._selection import generic_loop
+from rnn_xp._selection import generic_loop, private_copy
 from rnn_xp.loops import TimeLoop, inside_lengths
 from rnn_xp.params import ParamLayout, key
 
@@ -84,6 +84,10 @@ def forward(
         if layer < layout.num_layers - 1 and dropout_masks:
             layer_output = layer_output * dropout_masks[layer]
         layer_input = layer_output
+    if layer_input is all_states[-1][0]:
+        # One direction, no lengths: the output is the state buffer the backward reads; the caller gets a copy, so that
+        # editing it in place (out *= 2) cannot change the backward.
+        layer_input = private_copy(xp, layer_input)
     cache = ForwardCache(
         xp=xp,
         loop=loop,

@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 from array_api_compat import device as device_of
 
+from rnn_xp._threads import PerThread, PerThreadState
 from rnn_xp.layer import RNN
 from rnn_xp.training.keras_weights import from_keras, keras_init, to_keras
 from rnn_xp.training.layers import Embedding, Linear
@@ -19,7 +20,7 @@ from rnn_xp.training.layers import Embedding, Linear
 INITS = ("torch", "keras")
 
 
-class SequenceModel:
+class SequenceModel(PerThreadState):
     """[Embedding] -> RNN -> Linear head.
 
     Parameters
@@ -32,9 +33,11 @@ class SequenceModel:
         last layer (both directions concatenated) at each sequence's own last step when ``lengths`` is given.
     """
 
+    grads: dict[str, Any] = PerThread(dict)  # type: ignore[assignment]  # per thread, as the layers' (rnn_xp._threads)
+    _h_n_shape: tuple[int, ...] = PerThread(tuple)  # type: ignore[assignment]
+
     def __init__(self, rnn: RNN, head: Linear, *, embedding: Embedding | None = None, many_to_one: bool = False):
         self.rnn, self.head, self.embedding, self.many_to_one = rnn, head, embedding, many_to_one
-        self.grads: dict[str, Any] = {}
 
     @property
     def xp(self) -> Any:
@@ -108,7 +111,7 @@ class SequenceModel:
         return top[0] if directions == 1 else self.xp.concat(top, axis=-1)
 
 
-class SimpleRNN:
+class SimpleRNN(PerThreadState):
     """Keras ``SimpleRNN``: x (batch, steps, features) -> the last state (batch, units), a many-to-one layer.
 
     ``return_sequences=True`` returns every step's state (batch, steps, units) instead. ``lengths`` (batch,) take
@@ -145,6 +148,8 @@ class SimpleRNN:
     >>> layer.load_keras_weights(layer.keras_weights())     # e.g. keras_layer.get_weights()
     """
 
+    grads: dict[str, Any] = PerThread(dict)  # type: ignore[assignment]  # per thread, as the layers' (rnn_xp._threads)
+
     def __init__(self, input_dim: int, units: int, *, activation: str = "tanh", return_sequences: bool = False,
                  device: str = "cpu", dtype: str = "float32", seed: int | None = None, init: str = "torch") -> None:
         if init not in INITS:
@@ -155,7 +160,6 @@ class SimpleRNN:
         if init == "keras":
             self.rnn.load_state_dict(keras_init(input_dim, units, seed=seed, dtype=self.rnn.dtype))
         self.return_sequences = return_sequences
-        self.grads: dict[str, Any] = {}
 
     def load_keras_weights(self, weights: Sequence[Any]) -> None:
         """Load ``keras.layers.SimpleRNN.get_weights()``: [kernel (input_dim, units), recurrent_kernel
