@@ -151,6 +151,18 @@ def test_jax_vmap_and_grad_compose(jax: Any, data: dict[str, Any], transform: st
             assert_close(grads[name][b], value, rtol=PARITY_RTOL)
 
 
+def test_rnn_backward_inside_jax_jit_equals_it_outside(jax: Any, data: dict[str, Any], expected: dict[str, Any]) -> None:
+    """The explicit BPTT (rnn_forward then rnn_backward) traced and compiled as one function."""
+    jnp = jax.numpy
+
+    def forward_backward(params: dict[str, Any], x: Any, h0: Any) -> tuple[Any, Any, dict[str, Any]]:
+        _, _, cache = rnn_forward(x, params, h0, lengths=data["lengths"], **KWARGS)
+        return rnn_backward(cache, jnp.asarray(data["grad_out"]), jnp.asarray(data["grad_h_n"]))
+
+    grad_x, grad_h0, grads = jax.jit(forward_backward)(*_jax_inputs(jax, data))
+    _assert_grads((grads, grad_x, grad_h0), expected)
+
+
 def test_jax_traced_lengths_are_refused_with_a_way_out(jax: Any, data: dict[str, Any]) -> None:
     params, x, h0 = _jax_inputs(jax, data)
     traced = jax.jit(lambda lengths: rnn_forward(x, params, h0, lengths=lengths, **KWARGS)[0])
