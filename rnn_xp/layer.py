@@ -50,6 +50,12 @@ class RNN(PerThreadState):
         The time loop (see :func:`rnn_xp.functional.rnn_forward`): "generic" runs the Array-API loop even where
         a fast path exists (the benchmark's generic peer).
 
+    Attributes
+    ----------
+    grads : dict of torch-named arrays
+        The parameter gradients of the last :meth:`backward`, which *replaces* them (torch instead accumulates into
+        ``.grad`` until ``zero_grad()``).
+
     Notes
     -----
     Threads: one layer may serve several threads. The parameters are shared; the forward cache and :attr:`grads`
@@ -259,8 +265,10 @@ class RNN(PerThreadState):
         Parameters
         ----------
         x : array of this layer's device, shape (T, B, input_size) ((B, T, ·) if batch_first, (T, ·) unbatched)
+            NumPy on "cpu", CuPy on "cuda"; :func:`rnn_xp.functional.rnn_forward` takes torch, JAX and other arrays.
         h0 : array, shape (num_layers*D, B, hidden_size), optional
-        lengths : ints, shape (B,), optional — each sequence's length in [1, T]
+        lengths : sequence of int, or integer array of any namespace and device, shape (B,), optional
+            Each sequence's length in [1, T].
 
         Returns
         -------
@@ -272,7 +280,12 @@ class RNN(PerThreadState):
             check_plain_array(h0, "h0")
         xp = namespace_of(x, h0, argname="x and h0")
         if xp is not self._xp:
-            msg = f"x must be an array of this layer's device {self.device!r} ({self._xp.__name__}); got {type(x)}"
+            kind = "NumPy" if self._device.kind == "cpu" else "CuPy"
+            msg = (
+                f"x must be a {kind} array: a layer on device {self.device!r} takes {kind} arrays "
+                f"(use rnn_xp.functional for torch tensors and other array types); "
+                f"got {type(x).__module__}.{type(x).__name__}"
+            )
             raise TypeError(msg)
         first = self._params[self.layout.names()[0]]
         call = check_call(
@@ -304,6 +317,12 @@ class RNN(PerThreadState):
         -------
         grad_x : shaped like x
         grad_h0 : shaped like h0 (also when h0 was omitted)
+
+        Notes
+        -----
+        Each call *replaces* :attr:`grads` with the gradients of this backward alone; unlike torch, which adds into
+        ``.grad`` until ``zero_grad()``, nothing accumulates. To accumulate (e.g. over micro-batches), add the
+        dicts yourself.
         """
         if self._cache is None:
             msg = "backward() needs a forward pass first: call rnn(x) before rnn.backward(grad_out)"

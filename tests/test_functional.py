@@ -13,6 +13,7 @@ from helpers import (
     assert_matches,
     case_id,
     from_numpy,
+    lengths_of_kind,
     make_case,
     random_params,
     run_rnn_xp,
@@ -262,6 +263,17 @@ def test_an_infinite_gradient_into_a_dead_relu_unit_gives_zero(xp: Any, loop: st
     grad_x, _, grads = rnn_backward(cache, from_numpy(xp, grad_out))
     assert np.all(to_numpy(grad_x) == 0)
     assert all(np.all(to_numpy(g) == 0) for g in grads.values())
+
+
+@pytest.mark.parametrize("kind", ["list", "numpy-int32", "torch", "array_api_strict", "jax"])
+def test_lengths_of_any_integer_array_kind_on_every_namespace(xp: Any, kind: str) -> None:
+    """Issue 12, item 10: lengths need not share x's namespace or device; the result stays in x's namespace."""
+    rng = np.random.default_rng(5)
+    params = {k: from_numpy(xp, v) for k, v in random_params(rng, input_size=3, hidden_size=4).items()}
+    x = from_numpy(xp, rng.standard_normal((6, 3, 3)))
+    expected, _, _ = rnn_forward(x, params, lengths=[6, 1, 4])
+    got, _, _ = rnn_forward(x, params, lengths=lengths_of_kind(kind, [6, 1, 4]))
+    assert_close(got, to_numpy(expected), xp=xp, rtol=0.0)
 
 
 @pytest.mark.parametrize("edit", ["x", "h0", "out", "x batch_first", "params"])

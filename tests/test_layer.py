@@ -6,7 +6,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from helpers import HAVE_GPU, assert_close
+from helpers import HAVE_GPU, assert_close, lengths_of_kind
 
 import rnn_xp
 
@@ -148,6 +148,57 @@ def test_dtype_none_means_float32_as_in_torch() -> None:
     rnn = rnn_xp.RNN(3, 4, dtype=None)
     assert rnn.dtype == "float32"
     assert all(v.dtype == np.float32 for v in rnn.parameters().values())
+
+
+# Issue 12, item 10: torch tensors are pointed to rnn_xp.functional; lengths of any array kind are taken.
+def test_a_torch_tensor_is_refused_with_the_way_to_use_it() -> None:
+    torch = pytest.importorskip("torch")
+    rnn = rnn_xp.RNN(3, 4)
+    with pytest.raises(TypeError, match=r"x must be a NumPy array: a layer on device 'cpu' takes NumPy arrays \(use rnn_xp.functional for torch tensors.*got torch.Tensor"):
+        rnn(torch.zeros(5, 2, 3))
+
+
+LENGTH_KINDS = ["list", "tuple", "range", "numpy-int32", "numpy-uint8", "torch", "array_api_strict", "jax"]
+
+
+@pytest.mark.parametrize("kind", LENGTH_KINDS)
+def test_layer_takes_lengths_of_any_integer_array_kind(kind: str) -> None:
+    rnn = rnn_xp.RNN(3, 4, num_layers=2, bidirectional=True, dtype="float64", seed=0)
+    x = np.random.default_rng(0).standard_normal((6, 3, 3))
+    values = [2, 3, 4] if kind == "range" else [6, 1, 4]
+    expected = rnn(x, lengths=np.asarray(values))
+    got = rnn(x, lengths=lengths_of_kind(kind, values))
+    for a, b in zip(got, expected, strict=True):
+        assert isinstance(a, np.ndarray) and np.array_equal(a, b)
+
+
+def test_lengths_that_are_not_integers_or_arrays_are_refused() -> None:
+    rnn = rnn_xp.RNN(3, 4)
+    x = np.zeros((6, 2, 3), dtype=np.float32)
+    with pytest.raises(TypeError, match=r"lengths must be a sequence of ints or an integer array .*got builtins.str"):
+        rnn(x, lengths="12")
+    torch = pytest.importorskip("torch")
+    with pytest.raises(TypeError, match=r"lengths must hold integers; got dtype float32"):
+        rnn(x, lengths=torch.tensor([1.0, 2.0]))
+
+
+# Issue 12, item 13: backward() replaces grads (torch accumulates into .grad until zero_grad()).
+def test_backward_twice_replaces_grads_rather_than_accumulating() -> None:
+    rnn = rnn_xp.RNN(3, 4, dtype="float64", seed=0)
+    rng = np.random.default_rng(1)
+    first, second = rng.standard_normal((5, 2, 3)), rng.standard_normal((5, 2, 3))
+    out, _ = rnn(first)
+    rnn.backward(np.ones_like(out))
+    from_first = {k: v.copy() for k, v in rnn.grads.items()}
+    out, _ = rnn(second)
+    rnn.backward(np.ones_like(out))
+    from_second = {k: v.copy() for k, v in rnn.grads.items()}
+    alone = rnn_xp.RNN(3, 4, dtype="float64", seed=0)
+    out, _ = alone(second)
+    alone.backward(np.ones_like(out))
+    for name, value in alone.grads.items():
+        assert np.array_equal(from_second[name], value)  # the second call's gradient alone, not a sum
+        assert not np.allclose(from_second[name], from_first[name] + value)
 
 
 def test_init_draws_without_float64_copies_and_keeps_the_seeded_numbers() -> None:
