@@ -155,7 +155,7 @@ def backward(
             if layout.bias:
                 grad_bias = xp.sum(flat_grad, axis=0)
                 grads[key("bias_ih", layer, d)] = grad_bias
-                grads[key("bias_hh", layer, d)] = xp.asarray(grad_bias, copy=True)
+                grads[key("bias_hh", layer, d)] = private_copy(xp, grad_bias)
             contribution = flat_grad @ cache.params[key("weight_ih", layer, d)]
             grad_input = contribution if grad_input is None else grad_input + contribution
         grad_input = xp.reshape(grad_input, layer_input.shape)
