@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import math
+import os
 import sys
 import time
 from typing import Any
@@ -97,7 +98,7 @@ def test_unstable_timings_are_flagged_and_left_out() -> None:
     text = " ".join(" ".join(verdict(result)).split())
     assert "vs torch (cpu): rnn_xp faster on 1 of 1 rows" in text and "(1 unstable rows left out)" in text
     assert "unstable: 1 timings whose quartiles are more than 3x apart" in text
-    assert "torch T64-B16-H64 train (25th percentile 0.1 ms, median 7.97 ms)" in text
+    assert "torch T64-B16-H64 train (quartiles 0.1, 7.97, 8.1 ms)" in text
     table = results.markdown({**result, "date": "d", "config": {"dtype": "float32"},
                               "machine": {"cpu": {"model": "m", "logical_cores": 2, "blas": "b"}, "gpus": []}})
     assert "7.970 (7.97x) ⚠" in table and "3.000 (3.00x) |" in table
@@ -193,3 +194,22 @@ def test_compare_geometric_mean_per_implementation() -> None:
     text = results.format_comparison(ratios, "a.json", "b.json")
     assert "  rnn_xp (cpu): 4.00 over 2 rows" in text and "  torch (cpu): 0.50 over 2 rows" in text
     assert math.isclose(means[("rnn_xp", "cpu")]["geomean"] * means[("torch", "cpu")]["geomean"], 2.0)
+
+
+def test_verdict_warns_of_a_busy_machine() -> None:
+    rows = [_row("cpu", "fwd", Case(8, 1, 4, 8), {"rnn_xp": 1.0})]
+    machine = {"cpu": {"logical_cores": 2}}
+    quiet = _result(rows, machine=machine, load_average={"before": 0.3, "after": 2.1})
+    busy = _result(rows, machine=machine, load_average={"before": 3.9, "after": 5.9})
+    assert not any("busy machine" in line for line in verdict(quiet))
+    text = " ".join(" ".join(verdict(busy)).split())
+    assert "busy machine: 1-minute load average 3.9 before the sweep and 5.9 after it, on 2 logical cores" in text
+
+
+def test_sweep_records_the_load_average() -> None:
+    config = sweep.SweepConfig(devices=["cpu"], seq_lens=(3,), batches=(2,), hidden=(4,), input_size=3,
+                               peers=(), quick=True, max_seconds=0.005, directions=("fwd",))
+    result = sweep.run_sweep(config, progress_bar=False)
+    if not hasattr(os, "getloadavg"):
+        pytest.skip("no load average on this OS")
+    assert result["load_average"]["before"] >= 0 and result["load_average"]["after"] >= 0

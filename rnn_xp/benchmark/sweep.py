@@ -9,6 +9,7 @@ the sweep and keeps every finished row.
 from __future__ import annotations
 
 import itertools
+import os
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -106,6 +107,7 @@ def run_sweep(
         "missing_peers": [],
         "rows": [],
         "interrupted": False,
+        "load_average": {"before": _load_average()},
     }
     total = len(config.cases()) * len(config.devices) * len(config.directions)
     progress = make_progress(total, use_tqdm=progress_bar)
@@ -136,7 +138,17 @@ def run_sweep(
         progress.close()
     _add_gpu_over_cpu(result["rows"])
     result["elapsed_s"] = time.perf_counter() - started
+    result["load_average"]["after"] = _load_average()
     return result
+
+
+def _load_average() -> float | None:
+    """The 1-minute load average (runnable processes), or None where the OS does not tell: how busy the machine was
+    with other work, which the verdict reports."""
+    try:
+        return os.getloadavg()[0]
+    except (AttributeError, OSError):
+        return None
 
 
 def _set_fraction_of_peak(rows: list[dict[str, Any]], device: str, peak: float) -> None:

@@ -33,6 +33,7 @@ def verdict(result: dict[str, Any]) -> list[str]:
     items.append(_gpu_over_cpu(result))
     items += _peak(result)
     items += _unstable(rows)
+    items += _busy(result)
     items += [
         f"not measured: {m['peer']} on {m['device']} ({m['reason']})." for m in result.get("missing_peers", [])
     ]
@@ -78,8 +79,7 @@ def _gpu_over_cpu(result: dict[str, Any]) -> str:
     cuda = [row for row in result["rows"] if row["device"] == "cuda"]
     both = [row for row in cuda if row.get("gpu_over_cpu")]
     if not cuda:
-        return ("GPU vs CPU: not measured, no GPU in this run (with CuPy and an NVIDIA GPU, `rnn-xp bench` times "
-                "rnn_xp on both and finds where the GPU overtakes the CPU).")
+        return "GPU vs CPU: not measured, no GPU in this run (with CuPy and a GPU, `rnn-xp bench` times both)."
     if not both:
         return "GPU vs CPU: not measured, this run timed the GPU only (`--device all` times both)."
     gains = [row["gpu_over_cpu"] for row in both]
@@ -122,6 +122,7 @@ def _peak(result: dict[str, Any]) -> list[str]:
             (row["results"]["rnn_xp"]["fraction_of_peak"], row)
             for row in result["rows"]
             if row["device"] == device and "fraction_of_peak" in row["results"].get("rnn_xp", {})
+            and not _entry_unstable(row["results"]["rnn_xp"])
         ]
         if ours:
             fractions = [fraction for fraction, _ in ours]
@@ -146,8 +147,8 @@ def _unstable(rows: list[dict[str, Any]]) -> list[str]:
     if not flagged:
         return []
     shown = ", ".join(
-        f"{name} {_label(row)} (25th percentile {entry['p25_s'] * 1e3:.3g} ms, median {entry['median_s'] * 1e3:.3g} "
-        f"ms)"
+        f"{name} {_label(row)} (quartiles {entry['p25_s'] * 1e3:.3g}, {entry['median_s'] * 1e3:.3g}, "
+        f"{entry['p75_s'] * 1e3:.3g} ms)"
         for name, row, entry in flagged[:LISTED]
     )
     more = f" (+{len(flagged) - LISTED} more)" if len(flagged) > LISTED else ""
@@ -155,6 +156,23 @@ def _unstable(rows: list[dict[str, Any]]) -> list[str]:
         f"unstable: {len(flagged)} timings whose quartiles are more than {UNSTABLE_QUARTILE_RATIO:g}x apart (marked "
         f"⚠ in the table, left out of the comparisons above): {shown}{more}. Rerun on a quieter machine or with a "
         "larger --max-seconds."
+    ]
+
+
+def _busy(result: dict[str, Any]) -> list[str]:
+    """A warning when other processes competed for the cores: the 1-minute load average before the sweep (when it
+    ran nothing) above half the cores, or after it (its own threads included) above 1.5 times the cores."""
+    load = result.get("load_average") or {}
+    cores = (result.get("machine") or {}).get("cpu", {}).get("logical_cores")
+    before, after = load.get("before"), load.get("after")
+    if not cores or before is None or after is None:
+        return []
+    if before <= 0.5 * cores and after <= 1.5 * cores:
+        return []
+    return [
+        f"busy machine: 1-minute load average {before:.1f} before the sweep and {after:.1f} after it, on {cores} "
+        "logical cores; other processes competed for them, so these timings (those of multi-threaded libraries "
+        "most of all) are unreliable: rerun on an idle machine."
     ]
 
 
