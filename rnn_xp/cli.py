@@ -304,7 +304,7 @@ def _add_fields(parser: argparse.ArgumentParser, example: str) -> None:
         else:
             kind = str
         parser.add_argument(f"--{spec.name.replace('_', '-')}", dest=spec.name, type=kind, default=default,
-                            choices=choices.get(spec.name), help=FIELD_HELP[spec.name])
+                            choices=choices.get(spec.name), help=FIELD_HELP.get(spec.name))
 
 
 def _train(options: argparse.Namespace) -> int:
