@@ -84,10 +84,10 @@ def run_sweep(
 ) -> dict[str, Any]:
     """Run the sweep; returns the result document (see :data:`SCHEMA`), also when interrupted by Ctrl-C.
 
-    Progress goes to stderr (a tqdm bar, or plain lines without tqdm). The GEMM peak of a device is sampled at the
-    start and after each case (:class:`rnn_xp.benchmark.peak.GemmPeak`); every row's ``fraction_of_peak`` is set
-    against the best sample once the device's rows are done, so rows handed to ``on_row`` before that carry the
-    fraction of the best peak so far.
+    Progress goes to stderr: a tqdm bar when ``progress_bar`` and tqdm is installed, else plain lines. The GEMM
+    peak of a device is sampled at the start and after each case (:class:`rnn_xp.benchmark.peak.GemmPeak`); every
+    row's ``fraction_of_peak`` is set against the best sample once the device's rows are done, so rows handed to
+    ``on_row`` before that carry the fraction of the best peak so far.
     """
     from rnn_xp.benchmark.machine import describe
 
