@@ -79,11 +79,11 @@ def test_verdict_gpu_cpu_crossover_and_no_gpu() -> None:
 def test_verdict_fraction_of_peak_and_peak_samples() -> None:
     rows = [_row("cpu", "fwd", Case(8, b, 4, 8), {}, rnn_xp=_entry(1.0, gflops=g, peak=200.0))
             for b, g in ((1, 20.0), (16, 100.0))]
-    summary = {"best_gflops": 200.0, "median_gflops": 198.0, "lowest_gflops": 95.0, "samples": 7, "size": 2048}
+    summary = {"best_gflops": 200.0, "median_gflops": 198.0, "lowest_gflops": 95.0, "samples": 7, "size": 768}
     text = " ".join(" ".join(verdict(_result(rows, gemm_peak_gflops={"cpu": 200.0},
                                              gemm_peak={"cpu": summary}))).split())
-    assert "GEMM peak (cpu): 200 GFLOP/s, the best of 7 samples over the run (median 198, lowest 95: the machine " \
-           "was busy at times)" in text
+    assert "GEMM peak (cpu): 200 GFLOP/s, the best of 7 samples over the run (n=768 matmuls; median 198, lowest 95: " \
+           "the machine was busy at times)" in text
     assert "rnn_xp reached 10%-50% of it (median 30%, most at T8-B16-H8 fwd)" in text
 
 
@@ -114,26 +114,29 @@ def test_missing_torch_says_how_to_add_the_cpu_build(monkeypatch: pytest.MonkeyP
     assert "not measured: torch on cpu (torch is not installed; add it with pip install torch==2.13.0" in text
 
 
-def test_gemm_peak_is_the_best_sample() -> None:
-    gemm = peak_module.GemmPeak("cpu", "float32", size=128)
-    original = gemm._call
+def test_gemm_peak_is_the_best_sample_over_sizes_and_time() -> None:
+    gemm = peak_module.GemmPeak("cpu", "float32", sizes=(64, 128))
+    call, synchronize, timer = gemm._gemms[128]
     slow = {"left": 1}
 
     def disturbed() -> object:
         if slow["left"]:
             slow["left"] -= 1
             time.sleep(0.05)  # another process holds the cores during the first sample
-        return original()
+        return call()
 
-    gemm._call = disturbed
-    first = gemm.sample()
+    gemm._gemms[128] = (disturbed, synchronize, timer)
+    gemm.sample()
+    first = gemm.samples[128][0]
     gemm.sample(3)
-    assert len(gemm.samples) == 4
-    assert gemm.best == max(gemm.samples) > 2 * first
+    assert gemm.count == 8 and len(gemm.samples[64]) == len(gemm.samples[128]) == 4
+    assert gemm.best == max(max(gemm.samples[64]), max(gemm.samples[128])) > 2 * first
     summary = gemm.summary()
-    assert summary["lowest_gflops"] == first and summary["samples"] == 4
+    assert summary["best_gflops"] == gemm.best and summary["samples"] == 4
+    assert summary["lowest_gflops"] == min(gemm.samples[summary["size"]])
+    assert 2 * 128**3 / 0.05 / 1e9 > first  # the disturbed call was timed as disturbed
     with pytest.raises(ValueError, match="needs at least one sample"):
-        _ = peak_module.GemmPeak("cpu", "float32", size=8).best
+        _ = peak_module.GemmPeak("cpu", "float32", sizes=(8,)).best
 
 
 def test_sweep_interleaves_peak_samples_and_uses_the_best(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -151,6 +154,10 @@ def test_sweep_interleaves_peak_samples_and_uses_the_best(monkeypatch: pytest.Mo
         @property
         def best(self) -> float:
             return max(self.samples)
+
+        @property
+        def count(self) -> int:
+            return len(self.samples)
 
         def summary(self) -> dict[str, Any]:
             return {"best_gflops": self.best, "median_gflops": 0.0, "lowest_gflops": min(self.samples),

@@ -36,9 +36,10 @@ CUDA_EXTRA = tuple(
     + [Case(256, b, 64, 512, with_lengths=True) for b in (8, 64)]
     + [Case(256, b, 64, h) for h in (2048, 4096) for b in (1, 8, 64, 256)]
 )
-# GEMM peak samples: a few before a device's first case, then one after each case (see rnn_xp.benchmark.peak).
-PEAK_CALLS_FIRST = 3
-PEAK_CALLS_BETWEEN = 1
+# Rounds of GEMM peak samples (one call of each size a round): a few before a device's first case, then one
+# after each case (see rnn_xp.benchmark.peak).
+PEAK_ROUNDS_FIRST = 5
+PEAK_ROUNDS_BETWEEN = 1
 
 
 @dataclass
@@ -118,7 +119,7 @@ def run_sweep(
                 continue
             peak = GemmPeak(device, config.dtype)
             try:
-                peak.sample(PEAK_CALLS_FIRST)
+                peak.sample(PEAK_ROUNDS_FIRST)
                 for case in config.cases():
                     progress.start(f"{device} {case.label}")
                     for row in _measure_case(config, device, case, peers, peak.best):
@@ -126,9 +127,9 @@ def run_sweep(
                         if on_row is not None:
                             on_row(row)
                         progress.advance()
-                    peak.sample(PEAK_CALLS_BETWEEN)
+                    peak.sample(PEAK_ROUNDS_BETWEEN)
             finally:
-                if peak.samples:
+                if peak.count:
                     result["gemm_peak_gflops"][device] = peak.best
                     result["gemm_peak"][device] = peak.summary()
                     _set_fraction_of_peak(result["rows"], device, peak.best)

@@ -115,8 +115,8 @@ def _peak(result: dict[str, Any]) -> list[str]:
         summary = result.get("gemm_peak", {}).get(device, {})
         text = f"GEMM peak ({device}): {peak:.0f} GFLOP/s"
         if summary.get("samples", 0) > 1:
-            text += (f", the best of {summary['samples']} samples over the run (median {summary['median_gflops']:.0f}, "
-                     f"lowest {summary['lowest_gflops']:.0f}")
+            text += (f", the best of {summary['samples']} samples over the run (n={summary.get('size', '?')} matmuls; "
+                     f"median {summary['median_gflops']:.0f}, lowest {summary['lowest_gflops']:.0f}")
             text += ": the machine was busy at times)" if summary["lowest_gflops"] < 0.7 * peak else ")"
         ours = [
             (row["results"]["rnn_xp"]["fraction_of_peak"], row)
