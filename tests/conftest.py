@@ -109,8 +109,9 @@ def dask_client() -> Any:
 
     pytest.importorskip("dask.array", reason="rnn_xp.dask needs dask[array]: pip install 'rnn-xp[dask]'")
     distributed = pytest.importorskip("distributed", reason="rnn_xp.dask needs distributed: pip install 'rnn-xp[dask]'")
-    # memory_limit=0: no spilling or pausing on a small, busy CI machine; the arrays here are tiny.
-    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None,
+    # memory_limit=0: no spilling or pausing on a small, busy CI machine (the arrays here are tiny); dashboard on a
+    # free port: the default 8787 may be taken by another cluster on the machine.
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0",
                                   memory_limit=0, silence_logs=logging.ERROR) as cluster, \
             distributed.Client(cluster, timeout="60s") as client:
         client.wait_for_workers(2, timeout=60)
