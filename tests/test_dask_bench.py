@@ -60,13 +60,14 @@ def test_worker_counts_double_up_to_the_cluster() -> None:
 def _check_rows(result: dict[str, Any], counts: list[int]) -> None:
     assert result["schema"] == SCHEMA
     assert [row["workers"] for row in result["rows"]] == counts
-    assert result["threads_per_worker"] == [1]
+    assert result["threads_per_worker"] == [1] and len(result["client_load_average_1min"]) == 2
     for row in result["rows"]:
         case = row["case"]
         assert row["repeats"] >= 3 and row["wall_s"] > 0
         assert row["samples_per_s"] == pytest.approx(case["batch"] * case["seq_len"] / row["wall_s"])
         assert row["efficiency"] == pytest.approx(row["speedup_vs_1_worker"] / row["workers"])
         assert 0 <= row["communication_share"] and 0 < row["compute_share"] <= 1.0
+        assert 1 <= row["workers_computing"] <= row["workers"] and row["worker_cpu_per_compute_s"] > 0
         assert row["param_bytes_per_worker"] == 4 * (5 * 3 + 5 * 5 + 2 * 5)  # float32 RNN(3, 5)
     assert result["rows"][0]["speedup_vs_1_worker"] == 1.0
 

@@ -56,6 +56,7 @@ def worker_counts(total: int) -> list[int]:
 def run_scaling(client: Client, config: ScalingConfig, target: str) -> dict[str, Any]:
     workers = sorted(client.scheduler_info()["workers"])
     counts = worker_counts(len(workers))
+    load_before = os.getloadavg()
     rows = []
     for seq_len, batch, hidden in itertools.product(config.seq_lens, config.batches, config.hidden):
         rows.extend(_measure_case(client, workers, counts, config, seq_len, batch, hidden))
@@ -69,6 +70,8 @@ def run_scaling(client: Client, config: ScalingConfig, target: str) -> dict[str,
         "worker_cpu": cpu,
         "worker_environment": environment,
         "client_cpu_count": os.cpu_count(),
+        # Other processes on the machine take cores from the workers: the 1-minute load before and after the run.
+        "client_load_average_1min": [round(load_before[0], 2), round(os.getloadavg()[0], 2)],
         "versions": _versions(),
         "config": asdict(config),
         "rows": rows,
@@ -113,6 +116,8 @@ def _measure_case(client: Client, workers: list[str], counts: list[int], config:
         wall = statistics.median(s["wall_s"] for s in samples[k])
         compute = statistics.median(s["compute_s"] for s in samples[k])
         transfer = statistics.median(s["transfer_s"] for s in samples[k])
+        used = statistics.median(s["workers_used"] for s in samples[k])
+        cpu_share = statistics.median(s["cpu_per_compute_s"] for s in samples[k])
         shard = math.ceil(batch / k)
         rows.append({
             "case": case,
@@ -123,6 +128,8 @@ def _measure_case(client: Client, workers: list[str], counts: list[int], config:
             "speedup_vs_1_worker": base_wall / wall,
             "efficiency": base_wall / wall / k,
             "busiest_worker_compute_s": compute,
+            "workers_computing": used,
+            "worker_cpu_per_compute_s": cpu_share,
             "transfer_s": transfer,
             "compute_share": compute / wall,
             "communication_share": transfer / wall,
@@ -138,12 +145,14 @@ def _measure_case(client: Client, workers: list[str], counts: list[int], config:
 
 
 def _timed_call(client: Client, x: Any, params: dict[str, Any], workers: list[str]) -> dict[str, float]:
+    cpu_before = client.run(time.process_time, workers=workers)
     with get_task_stream(client=client) as stream:
         started = time.perf_counter()
         out, h_n = rnn_forward(x, params)
         results = client.persist([out, h_n], workers=workers)
         wait(results, timeout=600)
         wall = time.perf_counter() - started
+    cpu_after = client.run(time.process_time, workers=workers)
     busy: dict[str, float] = {}
     transfer = 0.0
     for task in stream.data:
@@ -154,7 +163,15 @@ def _timed_call(client: Client, x: Any, params: dict[str, Any], workers: list[st
             elif span["action"] == "transfer":
                 transfer += seconds
     del results
-    return {"wall_s": wall, "compute_s": max(busy.values(), default=0.0), "transfer_s": transfer}
+    cpu = sum(cpu_after[w] - cpu_before[w] for w in workers)
+    return {
+        "wall_s": wall,
+        "compute_s": max(busy.values(), default=0.0),
+        "transfer_s": transfer,
+        "workers_used": float(sum(1 for seconds in busy.values() if seconds > 0.1 * max(busy.values()))),
+        # CPU seconds the workers got per second of computing: 1.0 means each had a core of its own.
+        "cpu_per_compute_s": cpu / max(sum(busy.values()), 1e-9),
+    }
 
 
 def _single_process_seconds(params: dict[str, Any], seq_len: int, batch: int, input_size: int, dtype: str) -> float:
@@ -186,18 +203,23 @@ def markdown(result: dict[str, Any]) -> str:
         "",
         f"{result['workers']} workers × {result['threads_per_worker']} thread(s) on {result['worker_cpu']} "
         f"(worker BLAS threads: {result['worker_environment'].get('OPENBLAS_NUM_THREADS')}); "
-        f"{result['config']['dtype']}; rnn_forward persisted on the first k workers, x already there; medians.",
+        f"{result['config']['dtype']}; rnn_forward persisted on the first k workers, x already there; medians. "
+        f"Load average (1 min) on the client's machine before/after: {result['client_load_average_1min']} "
+        f"on {result['client_cpu_count']} logical CPUs.",
         "",
-        "| T | B | H | workers | repeats | wall ms | samples·steps/s | speedup | efficiency | compute | "
-        "communication | other | no-Dask single worker ms |",
-        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| T | B | H | workers | repeats | wall ms | samples·steps/s | speedup | efficiency "
+        "| busiest worker compute ms | CPU per compute s | compute | communication | other "
+        "| no-Dask single worker ms |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for row in result["rows"]:
         case = row["case"]
         lines.append(
             f"| {case['seq_len']} | {case['batch']} | {case['hidden']} | {row['workers']} | {row['repeats']} | "
             f"{row['wall_s'] * 1e3:.1f} | {row['samples_per_s']:,.0f} | {row['speedup_vs_1_worker']:.2f}× | "
-            f"{row['efficiency']:.0%} | {row['compute_share']:.0%} | {row['communication_share']:.1%} | "
+            f"{row['efficiency']:.0%} | {row['busiest_worker_compute_s'] * 1e3:.1f} | "
+            f"{row['worker_cpu_per_compute_s']:.2f} | {row['compute_share']:.0%} | "
+            f"{row['communication_share']:.1%} | "
             f"{row['other_share']:.0%} | {row['single_worker_no_dask_s'] * 1e3:.1f} |"
         )
     first = result["rows"][0]
@@ -207,7 +229,8 @@ def markdown(result: dict[str, Any]) -> str:
         f"x {first['x_bytes_per_shard'] / 1e6:.1f} MB, out {first['out_bytes_per_shard'] / 1e6:.1f} MB, "
         f"{first['gflop_per_shard']:.1f} GFLOP.",
         "compute: the busiest worker's compute time / wall; communication: transfers between workers / wall; "
-        "other: scheduling, the client's round trip.",
+        "other: scheduling, the client's round trip. CPU per compute s: CPU seconds the workers got per second "
+        "they spent computing (1.00: a core each; less: other processes took the cores).",
     ]
     return "\n".join(lines) + "\n"
 
