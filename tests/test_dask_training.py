@@ -4,6 +4,11 @@ workers equals the single-process charlm trainer chunk for chunk."""
 
 from __future__ import annotations
 
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -182,3 +187,17 @@ def test_bad_arguments_are_refused_naming_them(dask_client: Any) -> None:
     keras = DataParallel(SimpleRNN(3, 4, dtype="float64"), SGD(lr=0.1), loss="mse", client=dask_client)
     with pytest.raises(TypeError, match="stream_step needs a SequenceModel"):
         keras.stream_step(da.zeros((4, STEPS, 3), chunks=(2, STEPS, 3)), np.zeros((4, 4)))
+
+
+def test_the_readme_example_runs_and_prints_what_the_readme_shows(tmp_path: Path) -> None:
+    """The 'Beyond one machine' example, run as the script a user would save (its own local cluster)."""
+    root = Path(__file__).resolve().parent.parent
+    section = (root / "README.md").read_text().split("## Beyond one machine", 1)[1].split("\n## ", 1)[0]
+    code, printed = re.findall(r"```(?:python)?\n(.*?)```", section, flags=re.DOTALL)[:2]
+    script = tmp_path / "example.py"
+    script.write_text(code)
+    environment = {**os.environ, "PYTHONPATH": os.pathsep.join([str(root), os.environ.get("PYTHONPATH", "")])}
+    run = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=300,
+                         cwd=tmp_path, env=environment, check=False)
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert run.stdout == printed
