@@ -39,6 +39,7 @@ from rnn_xp.training.charlm import CharLMConfig, CharLMTrainer, Corpus
 from rnn_xp.training.data import CharVocabulary, DocumentStreams
 
 VOCABULARY, STEPS = 7, 6
+TIMEOUT_S = 120
 
 
 def _language_model(batch_first: bool = False) -> SequenceModel:
@@ -76,7 +77,7 @@ def test_one_step_over_uneven_shards_equals_one_single_process_step(dask_client:
     single.set_parameters(Adam(lr=0.01).step(single.parameters(), clipped))
 
     model = _language_model(batch_first)
-    trainer = DataParallel(model, Adam(lr=0.01), loss="cross_entropy", clip_norm=0.5, client=dask_client)
+    trainer = DataParallel(model, Adam(lr=0.01), loss="cross_entropy", clip_norm=0.5, client=dask_client, timeout_s=TIMEOUT_S)
     sharded = da.from_array(tokens, chunks=(chunks, STEPS) if batch_first else (STEPS, chunks))
     got_loss = trainer.step(sharded, targets, lengths=da.from_array(lengths, chunks=(chunks,)))
 
@@ -105,7 +106,7 @@ def test_mse_step_of_a_keras_style_layer_over_three_shards_on_two_workers(dask_c
     single.set_parameters(optimizer.step(single.parameters(), single.grads))
 
     model = SimpleRNN(3, 4, dtype="float64", seed=5)
-    trainer = DataParallel(model, SGD(lr=0.1, momentum=0.9), loss="mse", client=dask_client)
+    trainer = DataParallel(model, SGD(lr=0.1, momentum=0.9), loss="mse", client=dask_client, timeout_s=TIMEOUT_S)
     trainer.step(da.from_array(x, chunks=((2, 4, 1), STEPS, 3)), da.from_array(y, chunks=((3, 4), 4)))
     for name, value in single.parameters().items():
         assert_close(model.parameters()[name], value, rtol=1e-12)
@@ -127,7 +128,7 @@ def test_truncated_bptt_with_states_on_the_workers_equals_the_single_process_tra
 
     model = CharLMTrainer(config, Corpus(vocabulary, documents, documents[:2])).model  # same initial weights
     trainer = DataParallel(model, Adam(lr=config.lr), loss="cross_entropy", clip_norm=config.clip,
-                           client=dask_client)
+                           client=dask_client, timeout_s=TIMEOUT_S)
     streams = DocumentStreams(documents, steps=STEPS, batch=5, seed=config.seed)  # the same chunks as `single`
     saw_short = saw_reset = False
     for _ in range(5):
@@ -149,7 +150,7 @@ def test_truncated_bptt_with_states_on_the_workers_equals_the_single_process_tra
 
 
 def test_stream_step_keeps_the_first_chunks(dask_client: Any) -> None:
-    trainer = DataParallel(_language_model(), SGD(lr=0.1), client=dask_client)
+    trainer = DataParallel(_language_model(), SGD(lr=0.1), client=dask_client, timeout_s=TIMEOUT_S)
     tokens = np.zeros((STEPS, 5), dtype=np.int64)
     trainer.stream_step(da.from_array(tokens, chunks=(STEPS, (3, 2))), tokens)
     with pytest.raises(ValueError, match=r"keep the batch chunks of the first stream step \(3, 2\)"):
@@ -173,7 +174,7 @@ def test_bad_arguments_are_refused_naming_them(dask_client: Any) -> None:
                              Linear(8, VOCABULARY, dtype="float64"), embedding=Embedding(VOCABULARY, 4, dtype="float64"))
     with pytest.raises(ValueError, match=r"dropout=0\.5 in training mode"):
         DataParallel(dropping, SGD(lr=0.1), client=dask_client)
-    trainer = DataParallel(model, SGD(lr=0.1), client=dask_client)
+    trainer = DataParallel(model, SGD(lr=0.1), client=dask_client, timeout_s=TIMEOUT_S)
     with pytest.raises(TypeError, match="inputs must be a dask array"):
         trainer.step(np.zeros((STEPS, 4), dtype=np.int64), np.zeros((STEPS, 4), dtype=np.int64))
     with pytest.raises(ValueError, match=r"chunked along the batch axis 1 only.*inputs.rechunk\(\{0: -1\}\)"):
@@ -184,7 +185,7 @@ def test_bad_arguments_are_refused_naming_them(dask_client: Any) -> None:
         trainer.step(tokens, np.zeros((STEPS, 4), dtype=np.int64), lengths=np.ones(3, dtype=np.int64))
     with pytest.raises(TypeError, match="targets must be a dask or NumPy array"):
         trainer.step(tokens, [[0] * 4] * STEPS)
-    keras = DataParallel(SimpleRNN(3, 4, dtype="float64"), SGD(lr=0.1), loss="mse", client=dask_client)
+    keras = DataParallel(SimpleRNN(3, 4, dtype="float64"), SGD(lr=0.1), loss="mse", client=dask_client, timeout_s=TIMEOUT_S)
     with pytest.raises(TypeError, match="stream_step needs a SequenceModel"):
         keras.stream_step(da.zeros((4, STEPS, 3), chunks=(2, STEPS, 3)), np.zeros((4, 4)))
 

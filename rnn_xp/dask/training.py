@@ -44,6 +44,8 @@ class DataParallel:
         Clip the summed gradient to this global norm (``clip_grad_norm``).
     client : distributed.Client, optional
         The cluster; the current default client when omitted.
+    timeout_s : float, optional
+        How long a step waits for its summed gradient before a TimeoutError (default: no limit).
 
     Examples
     --------
@@ -54,7 +56,8 @@ class DataParallel:
     """
 
     def __init__(self, model: Any, optimizer: Optimizer, *, loss: str = "cross_entropy",
-                 clip_norm: float | None = None, client: Client | None = None) -> None:
+                 clip_norm: float | None = None, client: Client | None = None,
+                 timeout_s: float | None = None) -> None:
         if not isinstance(model, SequenceModel | SimpleRNN):
             msg = f"model must be an rnn_xp.training SequenceModel or SimpleRNN; got {type(model).__name__}"
             raise TypeError(msg)
@@ -75,6 +78,7 @@ class DataParallel:
             )
             raise ValueError(msg)
         self.model, self.optimizer, self.loss, self.clip_norm = model, optimizer, loss, clip_norm
+        self.timeout_s = timeout_s
         self.client = client if client is not None else default_client()
         # The model's structure travels once; each task loads its own replica and sets the step's parameters.
         self._model_blob = self.client.scatter(cloudpickle.dumps(model), broadcast=True, hash=False)
@@ -246,7 +250,7 @@ class DataParallel:
             pairs = zip(level[::2], level[1::2], strict=False)  # an odd one out waits for the next level
             paired = [self.client.submit(_shard.add, a, b, pure=False) for a, b in pairs]
             level = paired + level[len(paired) * 2 :]
-        total: _shard.Contribution = level[0].result()
+        total: _shard.Contribution = level[0].result(timeout=self.timeout_s)
         count = max(total.count, 1.0)  # the losses divide by max(count, 1): no real target gives a zero loss
         grads = {name: grad / count for name, grad in total.grads.items()}
         if self.clip_norm is not None:
