@@ -118,6 +118,17 @@ def _positive_float(text: str) -> float:
     return value
 
 
+def _dask_target(text: str) -> Any:
+    try:
+        from rnn_xp.dask.cluster import parse_target
+    except ImportError:
+        raise argparse.ArgumentTypeError("needs dask and distributed: pip install 'rnn-xp[dask]'") from None
+    try:
+        return parse_target(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+
+
 def _file_stem(text: str) -> str:
     if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", text):
         raise argparse.ArgumentTypeError(f"expected a file name without folders (letters, digits, . _ -); got {text!r}")
@@ -189,6 +200,10 @@ def _parser() -> argparse.ArgumentParser:
     bench.add_argument("--max-seconds", type=_positive_float, default=None,
                        help="timing budget per implementation and row (default: 0.5 with --quick, else 2)")
     bench.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
+    bench.add_argument("--dask", type=_dask_target, default=None, metavar="ADDRESS|local:N",
+                       help="instead: batch-inference throughput of rnn_xp.dask against the number of workers of the "
+                       "scheduler at ADDRESS, or of N local worker processes (uses --seq-lens, --batches, --hidden, "
+                       "--input-size, --dtype, --max-seconds, --out, --name)")
     bench.set_defaults(run=_bench)
 
     train = commands.add_parser("train", help="train an example: charlm (text) or adding (many-to-one)",
@@ -367,6 +382,14 @@ def _info(options: argparse.Namespace) -> int:
 
 
 def _bench(options: argparse.Namespace) -> int:
+    if options.dask is not None:
+        from rnn_xp.dask.bench import run_cli
+
+        _writable_folder(options.out, "--out")
+        try:
+            return run_cli(options)
+        except ConnectionError as error:
+            raise UsageError(f"--dask: {error}") from None
     from rnn_xp.benchmark import plots, results
     from rnn_xp.benchmark.machine import cpu_model, gpus
     from rnn_xp.benchmark.sweep import ALL_PEERS, CUDA_EXTRA, FULL, QUICK, SweepConfig, run_sweep
