@@ -423,7 +423,7 @@ def _bench(options: argparse.Namespace) -> int:
         extra_cases=CUDA_EXTRA if default_grid and devices == ["cuda"] else (),
     )
     hardware = present[0]["name"] if "cuda" in devices else cpu_model()
-    stem = options.name or f"{_slug(hardware)}-{'quick' if options.quick else 'full'}"
+    stem = options.name or f"{results.file_stem(hardware)}-{'quick' if options.quick else 'full'}"
     result = run_sweep(config)
     paths = results.save(result, options.out, stem)
     figures = [] if options.no_plots else plots.draw(result, options.out, stem)
@@ -456,10 +456,6 @@ def _compare(args: Sequence[str]) -> int:
     ratios = results.compare(first, second)
     print(results.format_comparison(ratios, options.first.name, options.second.name))
     return 0 if ratios else 1
-
-
-def _slug(text: str) -> str:
-    return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")[:40] or "machine"
 
 
 if __name__ == "__main__":

@@ -4,12 +4,18 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from pathlib import Path
 from typing import Any
 
 from rnn_xp.benchmark.sweep import SCHEMA
 from rnn_xp.benchmark.timing import is_unstable
 from rnn_xp.benchmark.verdict import verdict
+
+
+def file_stem(text: str) -> str:
+    """A file-name stem from a machine description: "AMD EPYC 7B13" -> "amd-epyc-7b13" (at most 40 characters)."""
+    return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")[:40] or "machine"
 
 
 def save(result: dict[str, Any], out: Path, stem: str) -> dict[str, Path]:

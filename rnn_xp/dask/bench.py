@@ -248,11 +248,11 @@ def save(result: dict[str, Any], out: Path, stem: str) -> list[Path]:
 def run(target: ClusterTarget, config: ScalingConfig, out: Path, name: str | None) -> list[Path]:
     """Measure on ``target`` and write ``{name}.json``/``.md`` under ``out`` (default name: the workers' CPU, the
     word dask and the target, e.g. ``amd-epyc-dask-local2``). Prints the table."""
-    from rnn_xp.cli import _slug
+    from rnn_xp.benchmark.results import file_stem
 
     with connect(target) as client:
         result = run_scaling(client, config, target.text)
-    stem = name or f"{_slug(result['worker_cpu'])}-dask-{target.label}"
+    stem = name or f"{file_stem(result['worker_cpu'])}-dask-{target.label}"
     paths = save(result, out, stem)
     print(markdown(result))
     return paths
