@@ -7,9 +7,10 @@ between implementations in blocks. Ratio = rnn_xp time / peer time (below 1: rnn
 latency at B=1 for H in {32, 128, 512} next to the arithmetic floor 2·H·(H+I) / (sgemm peak measured in the run).
 Threads: torch and ONNX Runtime get every core (as NumPy's BLAS and XLA take by default).
 
-Writes bench/results/<cpu>-cpu-vs-peers.json and .md (the README's CPU table):
+Writes <out>/<cpu>-cpu-vs-peers.json and .md (default out: bench/runs, which git ignores; the README quotes the
+project's run, kept in bench/results/):
 
-    python bench/cpu_vs_peers.py [--out bench/results] [--max-seconds 1]     # or: make bench-peers
+    python bench/cpu_vs_peers.py [--out bench/runs] [--max-seconds 1]     # or: make bench-peers
 """
 
 from __future__ import annotations
@@ -125,7 +126,7 @@ def latency_table(result: dict[str, Any], by_case: dict[str, dict[str, Any]]) ->
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--out", type=Path, default=Path("bench/results"))
+    parser.add_argument("--out", type=Path, default=Path("bench/runs"))
     parser.add_argument("--max-seconds", type=float, default=1.0, help="timing budget per implementation and row")
     args = parser.parse_args()
     import torch

@@ -5,7 +5,7 @@ schema as ``rnn-xp bench``); this script only picks the cases and prints the tab
 rnn_xp/torch per row for forward and forward+backward, their geometric means, and GFLOP/s against the sgemm peak
 measured in the same run.
 
-    python bench/cpu_vs_torch.py [--out bench/results] [--max-seconds 2]
+    python bench/cpu_vs_torch.py [--out bench/runs] [--max-seconds 2]
 """
 
 from __future__ import annotations
@@ -68,7 +68,7 @@ def markdown(result: dict[str, Any]) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--out", type=Path, default=Path("bench/results"))
+    parser.add_argument("--out", type=Path, default=Path("bench/runs"))
     parser.add_argument("--max-seconds", type=float, default=2.0, help="timing budget per implementation and row")
     args = parser.parse_args()
     import torch

@@ -1,6 +1,6 @@
 """pytest-benchmark microbenchmarks of rnn_xp's forward and forward+backward, per (T, B, H) and device.
 
-    make bench-pytest        # = pytest bench/ --benchmark-only --benchmark-json=bench/results/pytest-benchmark.json
+    make bench-pytest        # = pytest bench/ --benchmark-only --benchmark-json=bench/runs/pytest-benchmark.json
 
 GPU cases synchronise inside the timed function and skip without a GPU. Benchmarks print and save; they never
 assert a time.

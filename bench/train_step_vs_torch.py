@@ -4,7 +4,7 @@ The model of ``rnn-xp train charlm`` — Embedding(64) + RNN(H=256) + Linear, Ad
 state carried across chunks — built twice from the same weights and fed the same chunks; the step times are
 medians of alternating blocks. Prints and saves the ratio (rnn_xp / torch; below 1: rnn_xp is faster).
 
-    python bench/train_step_vs_torch.py [--out bench/results]
+    python bench/train_step_vs_torch.py [--out bench/runs]
 """
 
 from __future__ import annotations
@@ -68,7 +68,7 @@ def torch_step(config: CharLMConfig, trainer: CharLMTrainer) -> Any:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--out", type=Path, default=Path("bench/results"))
+    parser.add_argument("--out", type=Path, default=Path("bench/runs"))
     parser.add_argument("--max-seconds", type=float, default=8.0)
     args = parser.parse_args()
     config = CharLMConfig()

@@ -12,7 +12,6 @@ from array_api_compat import device as device_of
 
 from rnn_xp._device import to_numpy
 from rnn_xp._layout import CallerLayout
-from rnn_xp._selection import is_numpy
 from rnn_xp.params import ParamLayout
 
 NONLINEARITIES = ("tanh", "relu")
@@ -139,8 +138,11 @@ def check_array(xp: Any, value: Any, argname: str, *, dtype: Any, device: Any) -
     if value.dtype != dtype:
         msg = f"{argname} must have dtype {dtype} (the parameters' dtype); got {value.dtype}"
         raise TypeError(msg)
-    if device_of(value) != device:
-        msg = f"{argname} must be on device {device} (the parameters' device); got {device_of(value)}"
+    got = device_of(value)
+    # Inside jax.jit/grad/vmap an array is a tracer, whose device array-api-compat reports as None: unknown, not
+    # different (JAX itself places traced arrays), so there is nothing to compare.
+    if got is not None and device is not None and got != device:
+        msg = f"{argname} must be on device {device} (the parameters' device); got {got}"
         raise ValueError(msg)
 
 
@@ -203,7 +205,7 @@ def check_lengths(xp: Any, lengths: Any, num_steps: int, batch: int, unbatched: 
     if unbatched:
         msg = "lengths must be None for unbatched (2-D) x; give x a batch dimension to use lengths"
         raise ValueError(msg)
-    host = _lengths_to_numpy(xp, lengths)
+    host = _lengths_to_numpy(lengths)
     if host.dtype.kind not in "iu":
         msg = f"lengths must hold integers; got dtype {host.dtype}"
         raise TypeError(msg)
@@ -217,8 +219,10 @@ def check_lengths(xp: Any, lengths: Any, num_steps: int, batch: int, unbatched: 
     return xp.asarray(host.astype(np.int32), device=device)
 
 
-def _lengths_to_numpy(xp: Any, lengths: Any) -> np.ndarray:
-    if isinstance(lengths, list | tuple):
+def _lengths_to_numpy(lengths: Any) -> np.ndarray:
+    """``lengths`` on the host: a sequence of ints, or an integer array of any array-API namespace or device (NumPy,
+    torch, CuPy, array-api-strict, JAX, ...); the values are checked on the host, so they must be concrete."""
+    if isinstance(lengths, list | tuple | range):
         if not all(isinstance(n, numbers.Real) for n in lengths):
             msg = f"lengths must be a flat sequence of integers; got {lengths!r}"
             raise TypeError(msg)
@@ -227,13 +231,23 @@ def _lengths_to_numpy(xp: Any, lengths: Any) -> np.ndarray:
         return lengths
     from rnn_xp._selection import namespace_of
 
-    if namespace_of(lengths, argname="lengths") is not xp and not is_numpy(namespace_of(lengths)):
+    try:
+        namespace_of(lengths, argname="lengths")
+    except TypeError:
         msg = (
-            "lengths must be a sequence of ints, a NumPy array or an array of x's namespace; "
+            "lengths must be a sequence of ints or an integer array (of any array-API namespace); "
             f"got {type(lengths).__module__}.{type(lengths).__name__}"
         )
-        raise TypeError(msg)
-    return to_numpy(lengths)
+        raise TypeError(msg) from None
+    try:
+        return np.asarray(to_numpy(lengths))
+    except Exception as error:  # a JAX tracer has no values (jax raises its own TypeError subclasses)
+        msg = (
+            "lengths must hold concrete values, which are checked on the host; got a traced "
+            f"{type(lengths).__name__} (inside jax.jit/vmap, pass lengths as a list or NumPy array closed over, "
+            f"not as a traced argument) ({type(error).__name__})"
+        )
+        raise TypeError(msg) from None
 
 
 def check_grad(

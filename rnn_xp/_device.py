@@ -104,10 +104,11 @@ def place(xp: Any, host: Any, like: Any) -> Any:
     return xp.asarray(host, device=device_of(like))
 
 
-def from_numpy(host: np.ndarray, device: Device) -> Any:
-    """Copy a host array onto ``device`` as a NumPy or CuPy array."""
+def from_numpy(host: np.ndarray, device: Device, *, owned: bool = False) -> Any:
+    """Copy a host array onto ``device`` as a NumPy or CuPy array; ``owned=True`` hands over a host array nobody
+    else holds, which the CPU then keeps as it is (no second copy)."""
     if device.kind == "cpu":
-        return np.array(host, copy=True)
+        return host if owned else np.array(host, copy=True)
     cupy = import_cupy()
     with cupy.cuda.Device(device.index):
         return cupy.asarray(host)

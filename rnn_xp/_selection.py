@@ -45,6 +45,16 @@ def is_cupy(xp: Any) -> bool:
     return bool(array_api_compat.is_cupy_namespace(xp))
 
 
+def private_copy(xp: Any, array: Any) -> Any:
+    """A copy of ``array`` that later in-place edits of ``array`` cannot reach (``array`` itself on JAX, whose
+    arrays are immutable). torch tensors are cloned, so torch autograd still flows through the copy."""
+    if array_api_compat.is_jax_namespace(xp):
+        return array
+    if array_api_compat.is_torch_namespace(xp):
+        return array.clone()
+    return xp.asarray(array, copy=True)
+
+
 def select_loop(
     xp: Any,
     *,

@@ -8,6 +8,7 @@ import math
 import re
 import sys
 import tempfile
+import textwrap
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, NoReturn
@@ -28,11 +29,50 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _report(str(error))
 
 
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Every option's default after its help, except where there is none to show (flags, "chosen for you");
+    in descriptions and epilogs, paragraphs with indented lines (examples) keep their line breaks."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        if action.default is None or action.default is False:
+            return action.help
+        return super()._get_help_string(action)
+
+    def _fill_text(self, text: str, width: int, indent: str) -> str:
+        paragraphs = []
+        for paragraph in text.split("\n\n"):
+            lines = paragraph.splitlines()
+            if any(line.startswith(" ") for line in lines):
+                paragraphs.append("\n".join(indent + line for line in lines))
+            else:
+                paragraphs.append(textwrap.fill(" ".join(paragraph.split()), width, initial_indent=indent,
+                                                subsequent_indent=indent))
+        return "\n\n".join(paragraphs)
+
+
 class _Parser(argparse.ArgumentParser):
     """Bad input: one line ``rnn-xp: error: …`` on stderr and exit status 2 (no usage block)."""
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("formatter_class", _HelpFormatter)
+        super().__init__(*args, **kwargs)
+
     def error(self, message: str) -> NoReturn:
         _fail(message)
+
+
+class _DeprecatedAlias(argparse.Action):
+    """An option with an old name that still works: using the old name prints a one-line warning on stderr."""
+
+    def __init__(self, option_strings: Sequence[str], dest: str, **kwargs: Any) -> None:
+        self.old, self.new = option_strings[-1], option_strings[0]
+        super().__init__(option_strings, dest, **kwargs)
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: Any,
+                 option_string: str | None = None) -> None:
+        if option_string == self.old:
+            print(f"rnn-xp: warning: {self.old} is deprecated; use {self.new}", file=sys.stderr)
+        setattr(namespace, self.dest, values)
 
 
 class UsageError(Exception):
@@ -78,6 +118,17 @@ def _positive_float(text: str) -> float:
     return value
 
 
+def _dask_target(text: str) -> Any:
+    try:
+        from rnn_xp.dask.cluster import parse_target
+    except ImportError:
+        raise argparse.ArgumentTypeError("needs dask and distributed: pip install 'rnn-xp[dask]'") from None
+    try:
+        return parse_target(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+
+
 def _file_stem(text: str) -> str:
     if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", text):
         raise argparse.ArgumentTypeError(f"expected a file name without folders (letters, digits, . _ -); got {text!r}")
@@ -94,11 +145,25 @@ def _writable_folder(path: Path, argname: str) -> None:
         raise UsageError(f"{argname} {str(path)!r} is not a writable folder ({error.strerror or error})") from None
 
 
+BENCH_EPILOG = """\
+compare two runs:
+  rnn-xp bench compare A.json B.json
+      per-row time ratios B/A of every implementation timed in both runs, and one geometric mean per
+      implementation (see `rnn-xp bench compare --help`)
+
+Results go to --out (default bench/runs/, which git ignores); the project's reference results are in
+bench/results/ (reference-*). The run ends with a verdict: where rnn_xp beats each peer and where not, the
+GPU/CPU crossover when a GPU is present, and the fraction of the machine's GEMM peak reached."""
+
+
 def _parser() -> argparse.ArgumentParser:
+    from rnn_xp.benchmark.sweep import ALL_PEERS, PEERS_BY_DEVICE
+
     parser = _Parser(prog="rnn-xp", description="rnn_xp: a vanilla RNN on NumPy and CuPy.")
     commands = parser.add_subparsers(dest="command")
 
-    info = commands.add_parser("info", help="versions, CPU, BLAS, GPUs and available paths")
+    info = commands.add_parser("info", help="versions, CPU, BLAS, GPUs and available paths",
+                               description="What this machine has: versions, CPU, BLAS, GPUs, available paths.")
     info.add_argument("--json", action="store_true", help="print the description as JSON")
     info.set_defaults(run=_info)
 
@@ -106,52 +171,74 @@ def _parser() -> argparse.ArgumentParser:
         "bench",
         help="sweep sequence lengths x batches x hidden sizes on CPU/GPU against peers "
         "(`rnn-xp bench compare A.json B.json` compares two runs)",
+        description="Sweep sequence lengths x batch sizes x hidden sizes on each device against every peer "
+        "installed; write JSON, a Markdown table and PNG plots; end with a verdict.",
+        epilog=BENCH_EPILOG,
     )
-    _device_option(bench, default="all", extra=("all",), help_text="where to run: cpu, cuda, or all (every device "
-                   "present)", indexed=False)
-    bench.add_argument("--quick", action="store_true", help="a small sweep (minutes on a 2-core CPU)")
-    bench.add_argument("--out", type=Path, default=Path("bench/results"), help="directory for JSON, table, plots")
+    _device_option(bench, default="all", extra=("all",), help_text="where to run: cpu, cuda (the current GPU), or "
+                   "all (every device present)", indexed=False)
+    bench.add_argument("--quick", action="store_true",
+                       help="the small sweep of `make bench` (T 16/64/256, B 1/16/64, H 64/256; minutes on a 2-core "
+                       "CPU) instead of the full one")
+    bench.add_argument("--out", type=Path, default=Path("bench/runs"), help="folder for the JSON, table and plots")
     bench.add_argument("--name", type=_file_stem, default=None,
-                       help="file stem of the results (default: from the hardware)")
-    bench.add_argument("--peers", default="torch,onnxruntime,jax,numpy-loop,torch-cudnn,rnn_xp-generic",
-                       help="comma-separated peers: torch, onnxruntime, jax, numpy-loop (CPU); torch-cudnn, "
-                       "rnn_xp-generic (GPU)")
-    bench.add_argument("--dtype", choices=["float32", "float64"], default="float32")
-    bench.add_argument("--seq-lens", type=_positive_int, nargs="+", default=None)
-    bench.add_argument("--batches", type=_positive_int, nargs="+", default=None)
-    bench.add_argument("--hidden", type=_positive_int, nargs="+", default=None)
-    bench.add_argument("--input-size", type=_positive_int, default=64)
+                       help="file stem of the results (default: the CPU or GPU model, then quick or full)")
+    by_device = "; ".join(f"{', '.join(names)} ({device.upper() if device == 'cpu' else 'GPU'})"
+                          for device, names in PEERS_BY_DEVICE.items())
+    bench.add_argument("--peers", default=",".join(ALL_PEERS),
+                       help=f"comma-separated peers to time against rnn_xp: {by_device}")
+    bench.add_argument("--dtype", choices=["float32", "float64"], default="float32", help="floating-point type")
+    bench.add_argument("--seq-lens", type=_positive_int, nargs="+", default=None, metavar="T",
+                       help="sequence lengths (default: those of --quick or of the full sweep)")
+    bench.add_argument("--batches", type=_positive_int, nargs="+", default=None, metavar="B",
+                       help="batch sizes (default: those of --quick or of the full sweep)")
+    bench.add_argument("--hidden", type=_positive_int, nargs="+", default=None, metavar="H",
+                       help="hidden sizes (default: those of --quick or of the full sweep)")
+    bench.add_argument("--input-size", type=_positive_int, default=64, metavar="I", help="input size of every case")
     bench.add_argument("--direction", choices=["fwd", "train", "both"], default="both",
-                       help="forward only, forward+backward, or both")
+                       help="forward only (fwd), forward+backward (train), or both")
     bench.add_argument("--max-seconds", type=_positive_float, default=None,
-                       help="timing budget per implementation and row (default 0.5 quick, 2 full)")
-    bench.add_argument("--no-plots", action="store_true")
+                       help="timing budget per implementation and row (default: 0.5 with --quick, else 2)")
+    bench.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
+    bench.add_argument("--dask", type=_dask_target, default=None, metavar="ADDRESS|local:N",
+                       help="instead: batch-inference throughput of rnn_xp.dask against the number of workers of the "
+                       "scheduler at ADDRESS, or of N local worker processes (uses --seq-lens, --batches, --hidden, "
+                       "--input-size, --dtype, --max-seconds, --out, --name)")
     bench.set_defaults(run=_bench)
 
-    train = commands.add_parser("train", help="train an example: charlm (text) or adding (many-to-one)")
+    train = commands.add_parser("train", help="train an example: charlm (text) or adding (many-to-one)",
+                                description="Train an example model; every option has a default.")
     examples = train.add_subparsers(dest="example", required=True)
-    charlm = examples.add_parser("charlm", help="character-level language model on the stdlib sources")
+    charlm = examples.add_parser("charlm", help="character-level language model on the stdlib sources",
+                                 description="A character-level language model: Embedding + RNN + Linear, "
+                                 "trained with Adam on the Python standard library's sources (or --text).")
     _add_fields(charlm, "charlm")
     charlm.add_argument("--resume", type=Path, default=None, help="continue from this charlm checkpoint")
     charlm.set_defaults(run=_train)
-    adding = examples.add_parser("adding", help="the adding problem (regression over long sequences)")
+    adding = examples.add_parser("adding", help="the adding problem (regression over long sequences)",
+                                 description="The adding problem: sum the two marked values of a long sequence "
+                                 "(many-to-one regression); always answering 1 scores MSE 0.167.")
     _add_fields(adding, "adding")
     adding.add_argument("--resume", type=Path, default=None, help="continue from this adding checkpoint")
     adding.set_defaults(run=_train)
 
-    sample = commands.add_parser("sample", help="generate text from a charlm checkpoint")
-    sample.add_argument("--checkpoint", type=Path, default=Path("runs/charlm/charlm.safetensors"))
-    sample.add_argument("--length", type=_positive_int, default=400)
-    sample.add_argument("--prime", default="def ")
-    sample.add_argument("--temperature", type=_positive_float, default=0.8)
-    sample.add_argument("--seed", type=_non_negative_int, default=None)
+    sample = commands.add_parser("sample", help="generate text from a charlm checkpoint",
+                                 description="Generate text from a charlm checkpoint, one character at a time.")
+    sample.add_argument("--checkpoint", type=Path, default=Path("runs/charlm/charlm.safetensors"),
+                        help="a checkpoint written by `rnn-xp train charlm`")
+    sample.add_argument("--length", type=_positive_int, default=400, help="characters to generate after the prime")
+    sample.add_argument("--prime", default="def ", help="text to start from, printed first (default: %(default)r)")
+    sample.add_argument("--temperature", type=_positive_float, default=0.8,
+                        help="softmax temperature: below 1 safer, above 1 more varied")
+    sample.add_argument("--seed", type=_non_negative_int, default=None,
+                        help="random seed of the sampling (default: a fresh one each run)")
     _device_option(sample, default="cpu")
     sample.set_defaults(run=_sample)
     return parser
 
 
 def _device_option(parser: argparse.ArgumentParser, *, default: str, extra: tuple[str, ...] = (),
-                   help_text: str = "cpu, cuda or cuda:N", indexed: bool = True) -> None:
+                   help_text: str = "where to run: cpu, cuda, or cuda:N (the N-th GPU)", indexed: bool = True) -> None:
     """The one ``--device`` argument of every command: validated like ``rnn_xp.RNN(device=...)``."""
 
     def device(text: str) -> str:
@@ -168,7 +255,34 @@ def _device_option(parser: argparse.ArgumentParser, *, default: str, extra: tupl
             raise argparse.ArgumentTypeError(msg)
         return text if indexed else parsed.kind
 
-    parser.add_argument("--device", type=device, default=default, help=f"{help_text} (default {default})")
+    choices = ["cpu", "cuda", *(["cuda:N"] if indexed else []), *extra]
+    parser.add_argument("--device", type=device, default=default, metavar="{" + ",".join(choices) + "}",
+                        help=help_text)
+
+
+# What each field of the examples' configs means, for --help (tests check that every option has one).
+FIELD_HELP = {
+    "embedding": "size of the character embedding",
+    "hidden": "hidden size H of the RNN",
+    "layers": "number of stacked RNN layers",
+    "steps": "truncation length T: characters per training sequence (back-propagation runs through T steps)",
+    "batch": "sequences per update (batch size B)",
+    "lr": "Adam learning rate",
+    "clip": "clip the gradients' global norm to this",
+    "sampler": "windows: independent random windows from a zero state; streams: truncated BPTT over B document "
+               "streams, the state carried across chunks",
+    "init": "identity: relu with W_hh = I and zero biases (IRNN, learns); torch: tanh with torch's uniform init "
+            "(for comparison: stays at the baseline)",
+    "minutes": "training time budget (evaluation and checkpoint come on top)",
+    "max_updates": "stop after this many updates (default: only the time budget stops)",
+    "eval_every_s": "seconds between held-out evaluations",
+    "eval_chunks": "held-out chunks per periodic evaluation (of steps x batch characters each)",
+    "seed": "random seed of the weights and the batches",
+    "dtype": "floating-point type",
+    "text": "a UTF-8 text file to train on (default: the Python standard library's .py sources)",
+    "out": "folder for the checkpoint, summary JSON and loss plot",
+}
+SEQ_LEN_HELP = "sequence length T: steps per sequence, one marked value in each half (--steps: its deprecated name)"
 
 
 def _config_class(example: str) -> type:
@@ -179,13 +293,22 @@ def _config_class(example: str) -> type:
 
 
 def _add_fields(parser: argparse.ArgumentParser, example: str) -> None:
-    """One --option per field of the example's config dataclass, with its default."""
+    """One --option per field of the example's config dataclass, with its default, meaning and choices."""
     import dataclasses
 
+    from rnn_xp.training.adding import INITS
+    from rnn_xp.training.charlm import SAMPLERS
+
+    choices: dict[str, Sequence[str]] = {"sampler": sorted(SAMPLERS), "init": INITS, "dtype": ("float32", "float64")}
     for spec in dataclasses.fields(_config_class(example)):
         default = spec.default
         if spec.name == "device":
             _device_option(parser, default=str(default))
+            continue
+        if example == "adding" and spec.name == "steps":
+            parser.add_argument("--seq-len", "--steps", dest="steps", action=_DeprecatedAlias, metavar="T",
+                                type=_int_at_least(2, "a sequence length of at least 2 (one mark in each half)"),
+                                default=default, help=SEQ_LEN_HELP)
             continue
         if spec.name == "seed":
             kind: Any = _non_negative_int
@@ -196,7 +319,7 @@ def _add_fields(parser: argparse.ArgumentParser, example: str) -> None:
         else:
             kind = str
         parser.add_argument(f"--{spec.name.replace('_', '-')}", dest=spec.name, type=kind, default=default,
-                            help=f"default {default}")
+                            choices=choices.get(spec.name), help=FIELD_HELP.get(spec.name))
 
 
 def _train(options: argparse.Namespace) -> int:
@@ -259,9 +382,18 @@ def _info(options: argparse.Namespace) -> int:
 
 
 def _bench(options: argparse.Namespace) -> int:
+    if options.dask is not None:
+        from rnn_xp.dask.bench import run_cli
+
+        _writable_folder(options.out, "--out")
+        try:
+            return run_cli(options)
+        except ConnectionError as error:
+            raise UsageError(f"--dask: {error}") from None
     from rnn_xp.benchmark import plots, results
     from rnn_xp.benchmark.machine import cpu_model, gpus
     from rnn_xp.benchmark.sweep import ALL_PEERS, CUDA_EXTRA, FULL, QUICK, SweepConfig, run_sweep
+    from rnn_xp.benchmark.verdict import verdict
 
     peers = [p.strip() for p in options.peers.split(",") if p.strip()]
     unknown = [p for p in peers if p not in ALL_PEERS]
@@ -291,15 +423,17 @@ def _bench(options: argparse.Namespace) -> int:
         extra_cases=CUDA_EXTRA if default_grid and devices == ["cuda"] else (),
     )
     hardware = present[0]["name"] if "cuda" in devices else cpu_model()
-    stem = options.name or f"{_slug(hardware)}-{'quick' if options.quick else 'full'}"
+    stem = options.name or f"{results.file_stem(hardware)}-{'quick' if options.quick else 'full'}"
     result = run_sweep(config)
     paths = results.save(result, options.out, stem)
     figures = [] if options.no_plots else plots.draw(result, options.out, stem)
-    print(results.markdown(result))
+    print(results.markdown(result, with_verdict=False))
     for path in [*paths.values(), *figures]:
         print(f"wrote {path}")
     if not options.no_plots and not figures:
         print("no plots: matplotlib is not installed (pip install 'rnn-xp[plot]')")
+    print()
+    print("\n".join(verdict(result)))
     if result["interrupted"]:
         print("interrupted: kept the rows measured before Ctrl-C", file=sys.stderr)
         return 130
@@ -309,9 +443,11 @@ def _bench(options: argparse.Namespace) -> int:
 def _compare(args: Sequence[str]) -> int:
     from rnn_xp.benchmark import results
 
-    parser = _Parser(prog="rnn-xp bench compare", description="per-row time ratios of two runs")
-    parser.add_argument("first", type=Path)
-    parser.add_argument("second", type=Path)
+    parser = _Parser(prog="rnn-xp bench compare",
+                     description="Per-row time ratios second/first of every implementation timed in both runs "
+                     "(rows matched by device, direction and case), then one geometric mean per implementation.")
+    parser.add_argument("first", type=Path, help="a result JSON of `rnn-xp bench` (the baseline)")
+    parser.add_argument("second", type=Path, help="a result JSON of `rnn-xp bench` (compared with the first)")
     options = parser.parse_args(args)
     try:
         first, second = results.load(options.first), results.load(options.second)
@@ -320,10 +456,6 @@ def _compare(args: Sequence[str]) -> int:
     ratios = results.compare(first, second)
     print(results.format_comparison(ratios, options.first.name, options.second.name))
     return 0 if ratios else 1
-
-
-def _slug(text: str) -> str:
-    return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")[:40] or "machine"
 
 
 if __name__ == "__main__":

@@ -21,11 +21,12 @@ from rnn_xp._checks import (
 )
 from rnn_xp._device import from_numpy, namespace_for, parse_device, to_numpy
 from rnn_xp._selection import namespace_of
+from rnn_xp._threads import PerThread, PerThreadState
 from rnn_xp.functional import ForwardCache, rnn_backward, run_forward
 from rnn_xp.params import ParamLayout, init_params
 
 
-class RNN:
+class RNN(PerThreadState):
     """A multi-layer Elman RNN, ``h_t = act(x_t W_ih^T + b_ih + h_{t-1} W_hh^T + b_hh)``, as torch.nn.RNN.
 
     Parameters
@@ -49,6 +50,18 @@ class RNN:
         The time loop (see :func:`rnn_xp.functional.rnn_forward`): "generic" runs the Array-API loop even where
         a fast path exists (the benchmark's generic peer); "numpy"/"compiled" force one of the CPU loops.
 
+    Attributes
+    ----------
+    grads : dict of torch-named arrays
+        The parameter gradients of the last :meth:`backward`, which *replaces* them (torch instead accumulates into
+        ``.grad`` until ``zero_grad()``).
+
+    Notes
+    -----
+    Threads: one layer may serve several threads. The parameters are shared; the forward cache and :attr:`grads`
+    are per thread, so each thread's ``backward`` differentiates that thread's last forward and fills that thread's
+    ``grads``. Updating the parameters while another thread runs is for the caller to order.
+
     Examples
     --------
     >>> import numpy as np, rnn_xp
@@ -60,6 +73,9 @@ class RNN:
     >>> rnn.grads["weight_hh_l1"].shape
     (4, 4)
     """
+
+    grads: dict[str, Any] = PerThread(dict)  # type: ignore[assignment]  # this thread's last backward
+    _cache: ForwardCache | None = PerThread(lambda: None)  # type: ignore[assignment]  # this thread's last forward
 
     def __init__(
         self,
@@ -94,9 +110,7 @@ class RNN:
         self._dropout_rng = np.random.default_rng(None if seed is None else seed + 1)
         self.training = True
         host = init_params(self.layout, seed=seed, dtype=self.dtype)
-        self._params: dict[str, Any] = {name: from_numpy(v, self._device) for name, v in host.items()}
-        self.grads: dict[str, Any] = {}
-        self._cache: ForwardCache | None = None
+        self._params: dict[str, Any] = {name: from_numpy(v, self._device, owned=True) for name, v in host.items()}
 
     # -- configuration -------------------------------------------------------------------------------------
     @property
@@ -158,7 +172,8 @@ class RNN:
         xp = namespace_for(target)
         params = {name: from_numpy(to_numpy(v), target) for name, v in self._params.items()}
         grads = {name: from_numpy(to_numpy(v), target) for name, v in self.grads.items()}
-        self._device, self._xp, self._params, self.grads, self._cache = target, xp, params, grads, None
+        self.forget_every_thread()  # other threads' caches and gradients live on the old device
+        self._device, self._xp, self._params, self.grads = target, xp, params, grads
         return self
 
     def dropout_rng_state(self) -> dict[str, Any]:
@@ -170,7 +185,15 @@ class RNN:
 
     # -- parameters ----------------------------------------------------------------------------------------
     def parameters(self) -> dict[str, Any]:
-        """The live parameter arrays by torch name (an optimizer may update them through :meth:`set_parameter`)."""
+        """The live parameter arrays by torch name, in a new dict.
+
+        The arrays are the layer's own, not copies: an in-place edit (``p -= lr * g``, as the optimizers of
+        :mod:`rnn_xp.training` do) changes the layer. Make such edits after :meth:`backward`: a backward
+        differentiates the weights as they are when it runs, so an in-place edit between a forward and its backward
+        makes it differentiate a network that never ran (torch raises there; rnn_xp cannot see in-place edits of
+        NumPy/CuPy arrays). Replacing a parameter with :meth:`set_parameter`, and in-place edits of ``x``, ``h0`` or
+        the returned ``out``, are safe at any time: the forward keeps what its backward needs.
+        """
         return dict(self._params)
 
     def state_dict(self) -> dict[str, Any]:
@@ -242,8 +265,10 @@ class RNN:
         Parameters
         ----------
         x : array of this layer's device, shape (T, B, input_size) ((B, T, ·) if batch_first, (T, ·) unbatched)
+            NumPy on "cpu", CuPy on "cuda"; :func:`rnn_xp.functional.rnn_forward` takes torch, JAX and other arrays.
         h0 : array, shape (num_layers*D, B, hidden_size), optional
-        lengths : ints, shape (B,), optional — each sequence's length in [1, T]
+        lengths : sequence of int, or integer array of any namespace and device, shape (B,), optional
+            Each sequence's length in [1, T].
 
         Returns
         -------
@@ -255,7 +280,12 @@ class RNN:
             check_plain_array(h0, "h0")
         xp = namespace_of(x, h0, argname="x and h0")
         if xp is not self._xp:
-            msg = f"x must be an array of this layer's device {self.device!r} ({self._xp.__name__}); got {type(x)}"
+            kind = "NumPy" if self._device.kind == "cpu" else "CuPy"
+            msg = (
+                f"x must be a {kind} array: a layer on device {self.device!r} takes {kind} arrays "
+                f"(use rnn_xp.functional for torch tensors and other array types); "
+                f"got {type(x).__module__}.{type(x).__name__}"
+            )
             raise TypeError(msg)
         first = self._params[self.layout.names()[0]]
         call = check_call(
@@ -264,8 +294,8 @@ class RNN:
         )
         dropout = self.dropout if self.training else 0.0
         seed = int(self._dropout_rng.integers(2**63)) if dropout > 0.0 else None
-        out, h_n, cache = run_forward(
-            xp, call, self._params, self.layout, self.nonlinearity, dropout, seed, self.loop
+        out, h_n, cache = run_forward(  # a dict of its own: set_parameter after the forward cannot reach the cache
+            xp, call, dict(self._params), self.layout, self.nonlinearity, dropout, seed, self.loop
         )
         self._cache = cache
         return out, h_n
@@ -287,6 +317,12 @@ class RNN:
         -------
         grad_x : shaped like x
         grad_h0 : shaped like h0 (also when h0 was omitted)
+
+        Notes
+        -----
+        Each call *replaces* :attr:`grads` with the gradients of this backward alone; unlike torch, which adds into
+        ``.grad`` until ``zero_grad()``, nothing accumulates. To accumulate (e.g. over micro-batches), add the
+        dicts yourself.
         """
         if self._cache is None:
             msg = "backward() needs a forward pass first: call rnn(x) before rnn.backward(grad_out)"

@@ -147,15 +147,38 @@ def check_param_set(params: Mapping[str, Any], layout: ParamLayout, *, argname: 
 def init_params(layout: ParamLayout, *, seed: int | None, dtype: str) -> dict[str, np.ndarray]:
     """torch's init: every parameter U(-1/sqrt(H), 1/sqrt(H)), drawn in torch's order from ``seed``.
 
-    Returns NumPy arrays of ``dtype``; drawn in float64 and then cast, so CPU and GPU layers built from the same
-    seed start from the same numbers.
+    Returns NumPy arrays of ``dtype``. The numbers are float64 draws rounded to ``dtype`` (so CPU and GPU layers,
+    float32 and float64, built from one seed start from the same numbers), made in chunks straight into the result:
+    the peak memory is the parameters' own bytes plus one chunk, not a float64 copy of each.
     """
     rng = np.random.default_rng(seed)
     bound = 1.0 / np.sqrt(layout.hidden_size)
-    return {
-        name: rng.uniform(-bound, bound, size=layout.shape(name)).astype(dtype)
-        for name in layout.names()
-    }
+    return {name: draw_uniform(rng, layout.shape(name), -bound, bound, dtype) for name in layout.names()}
+
+
+_CHUNK = 1 << 16  # float64 draws per chunk (512 KiB)
+
+
+def draw_uniform(rng: np.random.Generator, shape: tuple[int, ...], low: float, high: float, dtype: Any) -> np.ndarray:
+    """``rng.uniform(low, high, shape).astype(dtype)``, bit for bit, without the float64 temporary of that size."""
+    out = np.empty(shape, dtype=dtype)
+    flat = out.reshape(-1)
+    for start in range(0, flat.size, _CHUNK):
+        draws = rng.random(min(_CHUNK, flat.size - start))
+        draws *= high - low  # Generator.uniform computes low + (high - low) * u, in this order
+        draws += low
+        flat[start : start + draws.size] = draws
+    return out
+
+
+def draw_standard_normal(rng: np.random.Generator, shape: tuple[int, ...], dtype: Any) -> np.ndarray:
+    """``rng.standard_normal(shape).astype(dtype)``, bit for bit, without the float64 temporary of that size."""
+    out = np.empty(shape, dtype=dtype)
+    flat = out.reshape(-1)
+    for start in range(0, flat.size, _CHUNK):
+        draws = rng.standard_normal(min(_CHUNK, flat.size - start))
+        flat[start : start + draws.size] = draws
+    return out
 
 
 def _shape_of(value: Any, argname: str) -> tuple[int, ...]:

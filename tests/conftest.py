@@ -99,3 +99,20 @@ def xp(request: Any) -> Any:
         jax.config.update("jax_enable_x64", True)  # the parity tests are float64
         return importlib.import_module("jax.numpy")
     return importlib.import_module("array_api_compat.numpy")
+
+
+@pytest.fixture(scope="module")
+def dask_client() -> Any:
+    """A Dask LocalCluster of two worker processes (one thread each), started once per test module; the tests of
+    ``rnn_xp.dask`` skip where dask or distributed is absent."""
+    import logging
+
+    pytest.importorskip("dask.array", reason="rnn_xp.dask needs dask[array]: pip install 'rnn-xp[dask]'")
+    distributed = pytest.importorskip("distributed", reason="rnn_xp.dask needs distributed: pip install 'rnn-xp[dask]'")
+    # memory_limit=0: no spilling or pausing on a small, busy CI machine (the arrays here are tiny); dashboard on a
+    # free port: the default 8787 may be taken by another cluster on the machine.
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0",
+                                  memory_limit=0, silence_logs=logging.ERROR) as cluster, \
+            distributed.Client(cluster, timeout="60s") as client:
+        client.wait_for_workers(2, timeout=60)
+        yield client

@@ -10,6 +10,7 @@ import itertools
 from typing import Any
 
 import numpy as np
+import pytest
 from references import torch_rnn
 
 from rnn_xp.functional import rnn_backward, rnn_forward
@@ -160,3 +161,18 @@ def assert_matches(ours: dict[str, Any], reference: dict[str, Any], *, xp: Any, 
     assert list(ours["grads"]) == list(reference["grads"])
     for name, grad in reference["grads"].items():
         assert_close(ours["grads"][name], grad, xp=xp, rtol=rtol)
+
+
+def lengths_of_kind(kind: str, values: list[int]) -> Any:
+    """``values`` as a sequence or an integer array of another library (skips when that library is absent)."""
+    if kind in ("list", "tuple"):
+        return list(values) if kind == "list" else tuple(values)
+    if kind == "range":
+        return range(values[0], values[0] + len(values))
+    if kind.startswith("numpy"):
+        return np.asarray(values, dtype=kind.split("-")[1])
+    if kind == "torch":
+        return pytest.importorskip("torch").tensor(values)
+    if kind == "jax":
+        return pytest.importorskip("jax.numpy").asarray(values)
+    return pytest.importorskip("array_api_strict").asarray(values)

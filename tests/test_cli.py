@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import argparse
 import json
+import re
+import shutil
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from rnn_xp import cli
 from rnn_xp.benchmark import peers as peers_module
 from rnn_xp.benchmark import results, sweep
 from rnn_xp.cli import main
@@ -112,7 +117,9 @@ def test_compare_gives_per_row_ratios(tmp_path: Path, capsys: pytest.CaptureFixt
     text = capsys.readouterr().out
     ratios = results.compare(first, second)
     assert len(ratios) == 8 and all(r["ratio"] == pytest.approx(2.0) for r in ratios)
-    assert "geometric mean ratio 2.00 over 8 rows" in text
+    # One geometric mean per implementation, not one over every implementation's rows.
+    assert "  rnn_xp (cpu): 2.00 over 4 rows" in text and "  numpy-loop (cpu): 2.00 over 4 rows" in text
+    assert "over 8 rows" not in text
 
 
 def test_compare_rejects_a_foreign_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -146,15 +153,18 @@ def test_train_and_sample_commands(tmp_path: Path, capsys: pytest.CaptureFixture
                  "--seed", "1"]) == 0
     sampled = capsys.readouterr().out.rstrip("\n")
     assert sampled.startswith("x = ") and len(sampled) == 44
-    code = main(["train", "adding", "--steps", "20", "--hidden", "8", "--max-updates", "20", "--out",
+    code = main(["train", "adding", "--seq-len", "20", "--hidden", "8", "--max-updates", "20", "--out",
                  str(tmp_path / "adding")])
     assert code == 0
     assert json.loads((tmp_path / "adding" / "adding-summary.json").read_text())["updates"] == 20
 
 
 def test_train_rejects_an_unknown_sampler(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["train", "charlm", "--sampler", "shuffle", "--max-updates", "1", "--out", str(tmp_path)]) == 2
-    assert "sampler must be one of ['streams', 'windows']; got 'shuffle'" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exit_info:
+        main(["train", "charlm", "--sampler", "shuffle", "--max-updates", "1", "--out", str(tmp_path)])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert "--sampler: invalid choice: 'shuffle'" in err and "'streams', 'windows'" in err
 
 
 @pytest.mark.parametrize(
@@ -179,8 +189,11 @@ BAD_INPUTS = [
     ["train", "charlm", "--lr", "nan", "--out", "{tmp}/out"],
     ["train", "charlm", "--minutes", "-1", "--out", "{tmp}/out"],
     ["train", "charlm", "--max-updates", "-5", "--out", "{tmp}/out"],
-    ["train", "adding", "--steps", "0", "--out", "{tmp}/out"],
+    ["train", "adding", "--seq-len", "0", "--out", "{tmp}/out"],
+    ["train", "adding", "--seq-len", "1", "--out", "{tmp}/out"],
     ["train", "adding", "--steps", "1", "--out", "{tmp}/out"],
+    ["train", "charlm", "--sampler", "shuffle", "--out", "{tmp}/out"],
+    ["train", "charlm", "--dtype", "float16", "--out", "{tmp}/out"],
     ["train", "adding", "--init", "foo", "--out", "{tmp}/out"],
     ["bench", "--hidden", "0"],
     ["bench", "--batches", "-1"],
@@ -216,7 +229,7 @@ def test_train_resume_for_both_examples(tmp_path: Path, capsys: pytest.CaptureFi
     text.write_text("".join(f"y = {i} * {i % 5}\n" for i in range(300)))
     charlm_args = ["train", "charlm", "--text", str(text), "--hidden", "8", "--embedding", "4", "--steps", "8",
                    "--batch", "2", "--eval-chunks", "1", "--out", str(tmp_path / "c")]
-    adding_args = ["train", "adding", "--steps", "6", "--hidden", "4", "--batch", "3", "--out", str(tmp_path / "a")]
+    adding_args = ["train", "adding", "--seq-len", "6", "--hidden", "4", "--batch", "3", "--out", str(tmp_path / "a")]
     assert main([*charlm_args, "--max-updates", "4"]) == 0
     assert main([*adding_args, "--max-updates", "4"]) == 0
     capsys.readouterr()
@@ -234,3 +247,111 @@ def test_train_resume_for_both_examples(tmp_path: Path, capsys: pytest.CaptureFi
         assert main(argv) == 2, argv
         err = capsys.readouterr().err.strip()
         assert err.startswith("rnn-xp: error: ") and "\n" not in err, err
+
+
+# Issue 12, items 1, 2, 4 and 8: where runs go, the verdict, progress without tqdm, and the help texts.
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _all_parsers(parser: argparse.ArgumentParser) -> Iterator[argparse.ArgumentParser]:
+    yield parser
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for sub in action.choices.values():
+                yield from _all_parsers(sub)
+
+
+def test_every_option_has_help_choices_and_its_default_shown() -> None:
+    parsers = list(_all_parsers(cli._parser()))
+    assert {p.prog for p in parsers} >= {"rnn-xp bench", "rnn-xp train charlm", "rnn-xp train adding",
+                                          "rnn-xp sample", "rnn-xp info"}
+    formatter = cli._HelpFormatter("rnn-xp")
+    checked = 0
+    for parser in parsers:
+        for action in parser._actions:
+            if isinstance(action, (argparse._HelpAction, argparse._SubParsersAction)):
+                continue
+            name = f"{parser.prog} {action.option_strings or action.dest}"
+            assert action.help and action.help != argparse.SUPPRESS and len(action.help) > 10, name
+            assert not action.help.startswith("default"), name  # a description, not only the default
+            if action.default not in (None, False):
+                assert "%(default)" in (formatter._get_help_string(action) or ""), name
+            if "--device" in action.option_strings:
+                assert action.metavar.startswith("{cpu,cuda"), name
+            if {"--init", "--sampler", "--dtype", "--direction"} & set(action.option_strings):
+                assert action.choices, name
+            checked += 1
+    assert checked > 40
+    adding = " ".join(next(p for p in parsers if p.prog == "rnn-xp train adding").format_help().split())
+    assert "--init {identity,torch}" in adding and "(default: identity)" in adding
+    assert "--seq-len T, --steps T" in adding and "sequence length T" in adding and "(default: 100)" in adding
+    charlm = " ".join(next(p for p in parsers if p.prog == "rnn-xp train charlm").format_help().split())
+    assert "--sampler {streams,windows}" in charlm and "(default: windows)" in charlm
+
+
+def test_bench_help_mentions_compare_and_compare_has_help(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main(["bench", "--help"])
+    assert exit_info.value.code == 0
+    text = " ".join(capsys.readouterr().out.split())  # the help is wrapped to the terminal's width
+    assert "rnn-xp bench compare A.json B.json" in text and "geometric mean per" in text
+    assert "(default: bench/runs)" in text and "--device {cpu,cuda,all}" in text
+    with pytest.raises(SystemExit):
+        main(["bench", "compare", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "one geometric mean per implementation" in text and "(the baseline)" in text
+
+
+def test_adding_seq_len_and_its_deprecated_name(capsys: pytest.CaptureFixture[str]) -> None:
+    parser = cli._parser()
+    assert parser.parse_args(["train", "adding", "--seq-len", "30"]).steps == 30
+    assert capsys.readouterr().err == ""
+    assert parser.parse_args(["train", "adding", "--steps", "40"]).steps == 40
+    assert "rnn-xp: warning: --steps is deprecated; use --seq-len" in capsys.readouterr().err
+
+
+def test_bench_runs_go_to_a_folder_git_ignores() -> None:
+    """Item 1: `make bench` and `rnn-xp bench` write no tracked file; the reference results are apart."""
+    assert cli._parser().parse_args(["bench"]).out == Path("bench/runs")
+    makefile = (REPO / "Makefile").read_text()
+    recipes = [line for line in makefile.splitlines() if line.startswith("\t")]
+    assert not [line for line in recipes if "bench/results" in line]
+    assert "RUNS   := bench/runs" in makefile and "$(BIN)/rnn-xp bench --quick --out $(RUNS)" in makefile
+    if shutil.which("git") is None or not (REPO / ".git").exists():
+        pytest.skip("not a git checkout")
+    ignored = subprocess.run(["git", "check-ignore", "-q", "bench/runs/amd-epyc-quick.json"], cwd=REPO)
+    assert ignored.returncode == 0, "bench/runs/ must be git-ignored"
+    tracked = subprocess.run(["git", "ls-files", "bench/runs", "bench/results"], cwd=REPO, capture_output=True,
+                             text=True, check=True).stdout.split()
+    assert not [path for path in tracked if path.startswith("bench/runs/")]
+    assert "bench/results/reference-amd-epyc-quick.json" in tracked
+
+
+def test_readme_links_exist_and_commands_use_the_venv() -> None:
+    readme = (REPO / "README.md").read_text()
+    for target in re.findall(r"\]\(((?:bench|tools)/[^)#]+)\)", readme):
+        assert (REPO / target).exists(), target
+    assert "source .venv/bin/activate" in readme
+    blocks = re.findall(r"```sh\n(.*?)```", readme, flags=re.S)
+    commands = [line for block in blocks for line in block.splitlines() if "rnn-xp " in line]
+    assert commands and all(".venv/bin/rnn-xp " in line for line in commands), commands
+    assert "--index-url https://download.pytorch.org/whl/cpu" in readme
+
+
+def test_bench_ends_with_the_verdict_and_shows_progress_without_tqdm(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setitem(sys.modules, "tqdm", None)  # `from tqdm import tqdm` raises ImportError
+    code, _ = _bench(tmp_path, "--peers", "numpy-loop", "--no-plots")
+    assert code == 0
+    captured = capsys.readouterr()
+    assert "rnn-xp bench: 0/4 rows, now cpu T3-B2-I3-H4" in captured.err
+    assert "rnn-xp bench: 4/4 rows in " in captured.err
+    out = captured.out.rstrip("\n").splitlines()
+    start = out.index("Verdict (x = the other's time / rnn_xp's time: above 1, rnn_xp is faster):")
+    assert all(not line.startswith("wrote ") for line in out[start:])
+    tail = " ".join(" ".join(out[start:]).split())
+    assert "vs numpy-loop (cpu): rnn_xp faster on" in tail and "GEMM peak (cpu):" in tail
+    assert "GPU vs CPU: not measured" in tail
+    assert len(out) - start <= 12  # a few lines
+    assert "## Verdict" in (tmp_path / "run.md").read_text()

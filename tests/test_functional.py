@@ -13,6 +13,7 @@ from helpers import (
     assert_matches,
     case_id,
     from_numpy,
+    lengths_of_kind,
     make_case,
     random_params,
     run_rnn_xp,
@@ -262,3 +263,55 @@ def test_an_infinite_gradient_into_a_dead_relu_unit_gives_zero(xp: Any, loop: st
     grad_x, _, grads = rnn_backward(cache, from_numpy(xp, grad_out))
     assert np.all(to_numpy(grad_x) == 0)
     assert all(np.all(to_numpy(g) == 0) for g in grads.values())
+
+
+@pytest.mark.parametrize("kind", ["list", "numpy-int32", "torch", "array_api_strict", "jax"])
+def test_lengths_of_any_integer_array_kind_on_every_namespace(xp: Any, kind: str) -> None:
+    """Issue 12, item 10: lengths need not share x's namespace or device; the result stays in x's namespace."""
+    rng = np.random.default_rng(5)
+    params = {k: from_numpy(xp, v) for k, v in random_params(rng, input_size=3, hidden_size=4).items()}
+    x = from_numpy(xp, rng.standard_normal((6, 3, 3)))
+    expected, _, _ = rnn_forward(x, params, lengths=[6, 1, 4])
+    got, _, _ = rnn_forward(x, params, lengths=lengths_of_kind(kind, [6, 1, 4]))
+    assert_close(got, to_numpy(expected), xp=xp, rtol=0.0)
+
+
+@pytest.mark.parametrize("edit", ["x", "h0", "out", "x batch_first", "params"])
+@pytest.mark.backends("numpy", "array_api_strict", "torch")
+def test_in_place_edits_after_the_forward_do_not_change_its_backward(xp: Any, edit: str) -> None:
+    """Issue 11 item 4: backward differentiates the forward as it ran. x, h0 and out are the caller's to edit in
+    place (the forward keeps copies); params are held by reference, as documented, so editing them is checked to
+    *change* the result (the test would pass vacuously otherwise)."""
+    rng = np.random.default_rng(4)
+    batch_first = edit == "x batch_first"
+    params = random_params(rng, input_size=3, hidden_size=4)
+    x_host = rng.standard_normal((2, 5, 3) if batch_first else (5, 2, 3))
+    h0_host = rng.standard_normal((1, 2, 4))
+    grad_host = rng.standard_normal((2, 5, 4) if batch_first else (5, 2, 4))
+
+    def run(mutate: bool) -> tuple[Any, ...]:
+        p = {k: from_numpy(xp, v) for k, v in params.items()}
+        x, h0 = from_numpy(xp, x_host), from_numpy(xp, h0_host)
+        out, _, cache = rnn_forward(x, p, h0, batch_first=batch_first)
+        if mutate:
+            target = {"x": x, "x batch_first": x, "h0": h0, "out": out, "params": p["weight_hh_l0"]}[edit]
+            target[...] = 7.0  # in place, on every namespace here (torch, NumPy, array-api-strict)
+        return rnn_backward(cache, from_numpy(xp, grad_host))
+
+    clean, edited = run(False), run(True)
+    pairs = [(clean[0], edited[0]), (clean[1], edited[1])] + [(clean[2][k], edited[2][k]) for k in clean[2]]
+    same = all(np.array_equal(to_numpy(a), to_numpy(b)) for a, b in pairs)
+    assert same == (edit != "params")
+
+
+def test_torch_autograd_flows_through_the_copies_the_forward_keeps() -> None:
+    torch = pytest.importorskip("torch")
+    rng = np.random.default_rng(5)
+    params = {k: torch.from_numpy(v).requires_grad_() for k, v in random_params(rng, input_size=3, hidden_size=4).items()}
+    x = torch.from_numpy(rng.standard_normal((5, 2, 3))).requires_grad_()
+    out, h_n, cache = rnn_forward(x, params)
+    (out.sum() + h_n.sum()).backward()
+    grad_x, _, grads = rnn_backward(cache, torch.ones_like(out), torch.ones_like(h_n))
+    assert_close(x.grad, grad_x)
+    for name, value in params.items():
+        assert_close(value.grad, grads[name])

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import pytest
-from helpers import HAVE_GPU, assert_close
+from helpers import HAVE_GPU, assert_close, lengths_of_kind
 
 import rnn_xp
 
@@ -146,3 +148,166 @@ def test_dtype_none_means_float32_as_in_torch() -> None:
     rnn = rnn_xp.RNN(3, 4, dtype=None)
     assert rnn.dtype == "float32"
     assert all(v.dtype == np.float32 for v in rnn.parameters().values())
+
+
+# Issue 12, item 10: torch tensors are pointed to rnn_xp.functional; lengths of any array kind are taken.
+def test_a_torch_tensor_is_refused_with_the_way_to_use_it() -> None:
+    torch = pytest.importorskip("torch")
+    rnn = rnn_xp.RNN(3, 4)
+    with pytest.raises(TypeError, match=r"x must be a NumPy array: a layer on device 'cpu' takes NumPy arrays \(use rnn_xp.functional for torch tensors.*got torch.Tensor"):
+        rnn(torch.zeros(5, 2, 3))
+
+
+LENGTH_KINDS = ["list", "tuple", "range", "numpy-int32", "numpy-uint8", "torch", "array_api_strict", "jax"]
+
+
+@pytest.mark.parametrize("kind", LENGTH_KINDS)
+def test_layer_takes_lengths_of_any_integer_array_kind(kind: str) -> None:
+    rnn = rnn_xp.RNN(3, 4, num_layers=2, bidirectional=True, dtype="float64", seed=0)
+    x = np.random.default_rng(0).standard_normal((6, 3, 3))
+    values = [2, 3, 4] if kind == "range" else [6, 1, 4]
+    expected = rnn(x, lengths=np.asarray(values))
+    got = rnn(x, lengths=lengths_of_kind(kind, values))
+    for a, b in zip(got, expected, strict=True):
+        assert isinstance(a, np.ndarray) and np.array_equal(a, b)
+
+
+def test_lengths_that_are_not_integers_or_arrays_are_refused() -> None:
+    rnn = rnn_xp.RNN(3, 4)
+    x = np.zeros((6, 2, 3), dtype=np.float32)
+    with pytest.raises(TypeError, match=r"lengths must be a sequence of ints or an integer array .*got builtins.str"):
+        rnn(x, lengths="12")
+    torch = pytest.importorskip("torch")
+    with pytest.raises(TypeError, match=r"lengths must hold integers; got dtype float32"):
+        rnn(x, lengths=torch.tensor([1.0, 2.0]))
+
+
+# Issue 12, item 13: backward() replaces grads (torch accumulates into .grad until zero_grad()).
+def test_backward_twice_replaces_grads_rather_than_accumulating() -> None:
+    rnn = rnn_xp.RNN(3, 4, dtype="float64", seed=0)
+    rng = np.random.default_rng(1)
+    first, second = rng.standard_normal((5, 2, 3)), rng.standard_normal((5, 2, 3))
+    out, _ = rnn(first)
+    rnn.backward(np.ones_like(out))
+    from_first = {k: v.copy() for k, v in rnn.grads.items()}
+    out, _ = rnn(second)
+    rnn.backward(np.ones_like(out))
+    from_second = {k: v.copy() for k, v in rnn.grads.items()}
+    alone = rnn_xp.RNN(3, 4, dtype="float64", seed=0)
+    out, _ = alone(second)
+    alone.backward(np.ones_like(out))
+    for name, value in alone.grads.items():
+        assert np.array_equal(from_second[name], value)  # the second call's gradient alone, not a sum
+        assert not np.allclose(from_second[name], from_first[name] + value)
+
+
+def test_init_draws_without_float64_copies_and_keeps_the_seeded_numbers() -> None:
+    """Issue 11 item 7: the init drew each parameter in float64, cast and copied it (3x the parameter bytes at peak);
+    it now fills the parameters in chunks, with the same numbers as before (float64 draws rounded to the dtype)."""
+    import tracemalloc
+
+    rnn_xp.RNN(1, 4, seed=0)  # imports and first-call allocations out of the measurement
+    tracemalloc.start()
+    try:
+        rnn = rnn_xp.RNN(1, 2048, seed=3)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    parameter_bytes = sum(v.nbytes for v in rnn.parameters().values())
+    assert peak < 1.15 * parameter_bytes, f"peak {peak / parameter_bytes:.2f}x the parameter bytes"
+    rng = np.random.default_rng(3)
+    bound = 1.0 / np.sqrt(2048)
+    for name, value in rnn.parameters().items():
+        expected = rng.uniform(-bound, bound, size=value.shape).astype(np.float32)
+        np.testing.assert_array_equal(value, expected, err_msg=name)
+
+
+def test_edits_after_the_forward_do_not_change_the_layers_backward() -> None:
+    """Issue 11 item 4 on the layer: x, h0, out edited in place and a parameter replaced by set_parameter after the
+    forward; the backward still differentiates the forward that ran."""
+    rng = np.random.default_rng(6)
+    x, h0 = rng.standard_normal((6, 3, 2)), rng.standard_normal((1, 3, 5))
+    grad_out = rng.standard_normal((6, 3, 5))
+
+    def run(edit: bool) -> tuple[Any, ...]:
+        rnn = rnn_xp.RNN(2, 5, dtype="float64", seed=1)
+        xs, h0s = x.copy(), h0.copy()
+        out, _ = rnn(xs, h0s)
+        if edit:
+            xs *= 2
+            h0s += 1
+            out *= 3
+            rnn.set_parameter("weight_hh_l0", np.zeros((5, 5)))
+        grad_x, grad_h0 = rnn.backward(grad_out)
+        return grad_x, grad_h0, rnn.grads
+
+    clean, edited = run(False), run(True)
+    np.testing.assert_array_equal(clean[0], edited[0])
+    np.testing.assert_array_equal(clean[1], edited[1])
+    for name in clean[2]:
+        np.testing.assert_array_equal(clean[2][name], edited[2][name], err_msg=name)
+
+
+def test_threads_sharing_a_layer_each_differentiate_their_own_forward() -> None:
+    """Issue 11 item 8: two threads interleave forward and backward on one layer in the order that mixed them up
+    (A forward, B forward, A backward, B backward, A reads grads); each gets its own forward's gradients."""
+    import threading
+
+    rnn = rnn_xp.RNN(2, 4, dtype="float64", seed=2)
+    rng = np.random.default_rng(7)
+    inputs = {"A": rng.standard_normal((5, 3, 2)), "B": rng.standard_normal((5, 3, 2))}
+    expected = {}
+    for name, x in inputs.items():
+        private = rnn_xp.RNN(2, 4, dtype="float64", seed=2)
+        out, _ = private(x)
+        grad_x, _ = private.backward(np.ones_like(out))
+        expected[name] = (grad_x, private.grads)
+    got: dict[str, Any] = {}
+    turns = {name: threading.Event() for name in ("A forward", "B forward", "A backward", "B backward", "A reads")}
+    order = ["A forward", "B forward", "A backward", "B backward", "A reads"]
+
+    def step(name: str) -> None:
+        turns[name].wait(timeout=30)
+
+    def done(name: str) -> None:
+        following = order.index(name) + 1
+        if following < len(order):
+            turns[order[following]].set()
+
+    def worker(me: str) -> None:
+        step(f"{me} forward")
+        out, _ = rnn(inputs[me])
+        done(f"{me} forward")
+        step(f"{me} backward")
+        grad_x, _ = rnn.backward(np.ones_like(out))
+        done(f"{me} backward")
+        if me == "A":
+            step("A reads")
+        got[me] = (grad_x, dict(rnn.grads))
+
+    threads = [threading.Thread(target=worker, args=(me,)) for me in ("A", "B")]
+    for thread in threads:
+        thread.start()
+    turns["A forward"].set()
+    for thread in threads:
+        thread.join(timeout=60)
+    for me in ("A", "B"):
+        assert_close(got[me][0], expected[me][0])
+        for name, value in expected[me][1].items():
+            assert_close(got[me][1][name], value)
+    assert rnn.grads == {}, "the main thread ran no backward"
+
+
+def test_a_layer_pickles_and_copies_without_its_per_thread_state() -> None:
+    import copy
+    import pickle
+
+    rnn = rnn_xp.RNN(2, 3, seed=0)
+    out, _ = rnn(np.ones((4, 1, 2), dtype=np.float32))
+    rnn.backward(np.ones_like(out))
+    for twin in (pickle.loads(pickle.dumps(rnn)), copy.deepcopy(rnn)):
+        assert twin.grads == {}
+        with pytest.raises(ValueError, match="needs a forward pass first"):
+            twin.backward(np.ones_like(out))
+        for name, value in rnn.parameters().items():
+            np.testing.assert_array_equal(twin.parameters()[name], value)

@@ -275,3 +275,19 @@ def test_sequence_model_set_parameters_is_all_or_nothing() -> None:
     with pytest.raises(ValueError, match=r"params\['head.weight'\] must be a ndarray of shape \(1, 3\)"):
         model.set_parameters(bad)
     assert all(np.array_equal(model.parameters()[k], v) for k, v in before.items())
+
+
+def test_models_pickle_with_their_parameters_and_without_per_thread_state() -> None:
+    import pickle
+
+    from rnn_xp.training import Linear, SequenceModel
+
+    model = SequenceModel(rnn_xp.RNN(2, 3, seed=0), Linear(3, 2, seed=1), many_to_one=True)
+    logits, _ = model(np.ones((4, 2, 2), dtype=np.float32))
+    model.backward(np.ones_like(logits))
+    twin = pickle.loads(pickle.dumps(model))
+    assert twin.grads == {} and model.grads
+    for name, value in model.parameters().items():
+        np.testing.assert_array_equal(twin.parameters()[name], value)
+    again, _ = twin(np.ones((4, 2, 2), dtype=np.float32))
+    np.testing.assert_array_equal(again, logits)

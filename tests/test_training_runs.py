@@ -198,7 +198,7 @@ def test_a_flipped_byte_inside_a_tensor_is_detected(tmp_path: Path) -> None:
     data = bytearray(path.read_bytes())
     data[-20] ^= 0x01  # inside the tensor bytes: every size still adds up
     path.write_bytes(bytes(data))
-    with pytest.raises(CheckpointError, match=r"c.safetensors is corrupt: the tensor bytes do not match the checksum"):
+    with pytest.raises(CheckpointError, match=r"c.safetensors is corrupt: its names, shapes, metadata or tensor bytes do not match the checksum"):
         load_safetensors(path)
 
 
@@ -228,3 +228,44 @@ def test_writes_clean_up_killed_writes_and_use_ordinary_permissions(tmp_path: Pa
     mask = os.umask(0)
     os.umask(mask)
     assert (tmp_path / "c.safetensors").stat().st_mode & 0o777 == 0o666 & ~mask
+
+
+# Issue 12, item 11: the safetensors package reads and writes the files; those of the earlier hand-written writer load.
+LEGACY = Path(__file__).parent / "data" / "legacy-checkpoint.safetensors"
+
+
+def test_a_checkpoint_of_the_hand_written_writer_loads_and_is_verified(tmp_path: Path) -> None:
+    """tests/data/legacy-checkpoint.safetensors was written by rnn_xp's own safetensors writer before the package
+    replaced it (its checksum is over the tensors in file order, which is neither name order nor the package's)."""
+    params, optimizer, state = load_checkpoint(LEGACY)
+    assert state == {"kind": "legacy-test", "step": 7}
+    assert np.array_equal(params["rnn.weight_ih_l0"], np.arange(6, dtype=np.float32).reshape(3, 2) / 8)
+    assert np.array_equal(params["rnn.weight_hh_l0"], -np.arange(9, dtype=np.float32).reshape(3, 3) / 4)
+    assert params["head.bias"].dtype == np.float64 and params["head.bias"].tolist() == [0.5, -1.25]
+    assert optimizer["rnn.weight_ih_l0.step"].dtype == np.int64 and optimizer["rnn.weight_ih_l0.step"].tolist() == [7]
+    assert optimizer["mask"].dtype == np.uint8 and optimizer["mask"].tolist() == [1, 0, 1]
+    assert optimizer["count"].dtype == np.int32 and optimizer["count"].tolist() == [3, 4]
+    data = bytearray(LEGACY.read_bytes())
+    data[-10] ^= 0x04
+    (tmp_path / "flipped.safetensors").write_bytes(bytes(data))
+    with pytest.raises(CheckpointError, match=r"flipped.safetensors is corrupt: the tensor bytes do not match"):
+        load_checkpoint(tmp_path / "flipped.safetensors")
+
+
+def test_written_files_are_the_packages_and_carry_a_checksum_of_their_whole_content(tmp_path: Path) -> None:
+    """The package reads what we write; the checksum covers the metadata and names too (tests/test_properties.py
+    flips every bit)."""
+    from safetensors import safe_open
+    from safetensors.numpy import load_file
+
+    arrays = {"z": np.arange(3, dtype=np.float32), "a": np.arange(4, dtype=np.int64), "m": np.ones(2)}
+    save_safetensors(tmp_path / "c.safetensors", arrays, {"note": "n"})
+    with safe_open(str(tmp_path / "c.safetensors"), framework="numpy") as file:
+        metadata = file.metadata()
+    assert set(metadata) == {"note", "content_sha256"} and len(metadata["content_sha256"]) == 64
+    for changed in ({"note": "N"}, {"note": "n", "extra": ""}):
+        save_safetensors(tmp_path / "d.safetensors", arrays, changed)
+        with safe_open(str(tmp_path / "d.safetensors"), framework="numpy") as file:
+            assert file.metadata()["content_sha256"] != metadata["content_sha256"]
+    theirs = load_file(str(tmp_path / "c.safetensors"))
+    assert all(theirs[k].dtype == v.dtype and np.array_equal(theirs[k], v) for k, v in arrays.items())

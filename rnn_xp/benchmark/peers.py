@@ -19,6 +19,9 @@ import numpy as np
 
 from rnn_xp.benchmark.cases import Case
 
+# The CPU build of the torch release the benchmarks pin: a plain `pip install torch` pulls the CUDA build (GBs).
+TORCH_CPU_INSTALL = "pip install torch==2.13.0 --index-url https://download.pytorch.org/whl/cpu"
+
 
 class Peer:
     """One implementation under test. Call :meth:`setup` once per case, then the timed methods."""
@@ -110,7 +113,7 @@ class Torch(Peer):
 
     def unavailable(self, case: Case) -> str | None:
         if importlib.util.find_spec("torch") is None:
-            return "torch is not installed"
+            return f"torch is not installed; add it with {TORCH_CPU_INSTALL}"
         if self.device == "cuda":
             import torch
 

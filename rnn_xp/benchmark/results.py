@@ -4,10 +4,18 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from pathlib import Path
 from typing import Any
 
 from rnn_xp.benchmark.sweep import SCHEMA
+from rnn_xp.benchmark.timing import is_unstable
+from rnn_xp.benchmark.verdict import verdict
+
+
+def file_stem(text: str) -> str:
+    """A file-name stem from a machine description: "AMD EPYC 7B13" -> "amd-epyc-7b13" (at most 40 characters)."""
+    return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")[:40] or "machine"
 
 
 def save(result: dict[str, Any], out: Path, stem: str) -> dict[str, Path]:
@@ -50,8 +58,9 @@ def machine_line(result: dict[str, Any]) -> str:
     )
 
 
-def markdown(result: dict[str, Any]) -> str:
-    """One table per device and direction: rnn_xp's figures, then each peer's time and speedup."""
+def markdown(result: dict[str, Any], *, with_verdict: bool = True) -> str:
+    """One table per device and direction: rnn_xp's figures, then each peer's time and speedup; then the verdict
+    (:func:`rnn_xp.benchmark.verdict.verdict`) unless ``with_verdict`` is False."""
     lines = [f"# rnn-xp bench, {result['date']}", "", machine_line(result), ""]
     if result.get("interrupted"):
         lines += ["**Interrupted (Ctrl-C): the rows below are those finished before it.**", ""]
@@ -77,7 +86,8 @@ def markdown(result: dict[str, Any]) -> str:
             cells = [str(case["seq_len"]), str(case["batch"]), str(case["hidden"]), _layers_cell(case)]
             if "median_s" in ours:
                 cells += [
-                    f"{ours['median_s'] * 1e3:.3f}", f"{ours['samples_per_s']:.3g}", f"{ours['gflops']:.1f}",
+                    f"{ours['median_s'] * 1e3:.3f}{_flag(ours)}", f"{ours['samples_per_s']:.3g}",
+                    f"{ours['gflops']:.1f}",
                     f"{100 * ours['fraction_of_peak']:.0f}%",
                 ]
             else:
@@ -87,7 +97,7 @@ def markdown(result: dict[str, Any]) -> str:
                 if entry is None:
                     cells.append("missing")
                 elif "median_s" in entry:
-                    cells.append(f"{entry['median_s'] * 1e3:.3f} ({row['speedup_vs'][peer]:.2f}x)")
+                    cells.append(f"{entry['median_s'] * 1e3:.3f} ({row['speedup_vs'][peer]:.2f}x){_flag(entry)}")
                 else:
                     cells.append(f"{entry['status']}: {entry.get('reason', '')}")
             if device == "cuda":
@@ -99,7 +109,14 @@ def markdown(result: dict[str, Any]) -> str:
                 geomean = math.exp(sum(math.log(r) for r in ratios) / len(ratios))
                 lines.append(f"\nrnn_xp speedup over {peer}: geometric mean {geomean:.2f}x over {len(ratios)} rows")
         lines.append("")
+    if with_verdict:
+        lines += ["## Verdict", "", *verdict(result), ""]
     return "\n".join(lines)
+
+
+def _flag(entry: dict[str, Any]) -> str:
+    """' ⚠' after a time whose quartiles disagree wildly (see rnn_xp.benchmark.timing.is_unstable)."""
+    return " ⚠" if "p25_s" in entry and is_unstable(entry) else ""
 
 
 def _layers_cell(case: dict[str, Any]) -> str:
@@ -147,6 +164,19 @@ def format_comparison(ratios: list[dict[str, Any]], first_name: str, second_name
             f"| {r['device']} | {r['direction']} | {r['case']} | {r['implementation']} | {r['first_s'] * 1e3:.3f} "
             f"| {r['second_s'] * 1e3:.3f} | {r['ratio']:.2f} |"
         )
-    geomean = math.exp(sum(math.log(r["ratio"]) for r in ratios) / len(ratios))
-    lines.append(f"\ngeometric mean ratio {geomean:.2f} over {len(ratios)} rows")
+    lines += ["", "geometric mean of the ratios, per implementation:"]
+    for (name, device), values in geometric_means(ratios).items():
+        lines.append(f"  {name} ({device}): {values['geomean']:.2f} over {values['rows']:.0f} rows")
     return "\n".join(lines)
+
+
+def geometric_means(ratios: list[dict[str, Any]]) -> dict[tuple[str, str], dict[str, float]]:
+    """Per (implementation, device): the geometric mean of its time ratios and its number of rows, so that one
+    implementation's change is neither diluted by nor mixed with another's."""
+    groups: dict[tuple[str, str], list[float]] = {}
+    for r in ratios:
+        groups.setdefault((r["implementation"], r["device"]), []).append(r["ratio"])
+    return {
+        key: {"geomean": math.exp(sum(math.log(v) for v in values) / len(values)), "rows": len(values)}
+        for key, values in groups.items()
+    }

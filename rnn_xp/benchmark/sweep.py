@@ -9,6 +9,7 @@ the sweep and keeps every finished row.
 from __future__ import annotations
 
 import itertools
+import os
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -17,8 +18,10 @@ from typing import Any
 import numpy as np
 
 from rnn_xp.benchmark.cases import Case
-from rnn_xp.benchmark.peers import NumpyLoop, Peer, RnnXp, Torch, cuda_event_timer
-from rnn_xp.benchmark.timing import measure, measure_alternating
+from rnn_xp.benchmark.peak import GemmPeak
+from rnn_xp.benchmark.peers import NumpyLoop, Peer, RnnXp, Torch
+from rnn_xp.benchmark.progress import make_progress
+from rnn_xp.benchmark.timing import is_unstable, measure_alternating
 
 SCHEMA = "rnn-xp-bench/1"
 PEERS_BY_DEVICE = {"cpu": ("torch", "onnxruntime", "jax", "numpy-loop"), "cuda": ("torch-cudnn", "rnn_xp-generic")}
@@ -33,6 +36,10 @@ CUDA_EXTRA = tuple(
     + [Case(256, b, 64, 512, with_lengths=True) for b in (8, 64)]
     + [Case(256, b, 64, h) for h in (2048, 4096) for b in (1, 8, 64, 256)]
 )
+# Rounds of GEMM peak samples (one call of each size a round): a few before a device's first case, then one
+# after each case (see rnn_xp.benchmark.peak).
+PEAK_ROUNDS_FIRST = 5
+PEAK_ROUNDS_BETWEEN = 1
 
 
 @dataclass
@@ -78,34 +85,19 @@ def make_peer(name: str, device: str, dtype: str = "float32") -> Peer:
     raise ValueError(msg)
 
 
-def gemm_peak(device: str, dtype: str) -> float:
-    """GFLOP/s of a large square matmul on ``device``, measured now (the ceiling rows are compared with)."""
-    size = 2048 if device == "cpu" else 8192
-    if device == "cpu":
-        a = np.random.default_rng(0).standard_normal((size, size)).astype(dtype)
-        out = np.empty_like(a)
-        timing = measure(lambda: np.matmul(a, a, out=out), max_seconds=1.0)
-    else:
-        import cupy
-
-        a = cupy.random.default_rng(0).standard_normal((size, size)).astype(dtype)
-        out = cupy.empty_like(a)
-        timing = measure(
-            lambda: cupy.matmul(a, a, out=out),
-            synchronize=lambda: cupy.cuda.Device().synchronize(),
-            timer=cuda_event_timer,
-            max_seconds=1.0,
-        )
-    return 2.0 * size**3 / timing.median / 1e9
-
-
 def run_sweep(
     config: SweepConfig,
     *,
     progress_bar: bool = True,
     on_row: Callable[[dict[str, Any]], None] | None = None,
 ) -> dict[str, Any]:
-    """Run the sweep; returns the result document (see :data:`SCHEMA`), also when interrupted by Ctrl-C."""
+    """Run the sweep; returns the result document (see :data:`SCHEMA`), also when interrupted by Ctrl-C.
+
+    Progress goes to stderr: a tqdm bar when ``progress_bar`` and tqdm is installed, else plain lines. The GEMM
+    peak of a device is sampled at the start and after each case (:class:`rnn_xp.benchmark.peak.GemmPeak`); every
+    row's ``fraction_of_peak`` is set against the best sample once the device's rows are done, so rows handed to
+    ``on_row`` before that carry the fraction of the best peak so far.
+    """
     from rnn_xp.benchmark.machine import describe
 
     started = time.perf_counter()
@@ -120,35 +112,61 @@ def run_sweep(
             "max_seconds": config.max_seconds,
         },
         "gemm_peak_gflops": {},
+        "gemm_peak": {},
         "missing_peers": [],
         "rows": [],
         "interrupted": False,
+        "load_average": {"before": _load_average()},
     }
     total = len(config.cases()) * len(config.devices) * len(config.directions)
-    bar = _tqdm(total) if progress_bar else None
+    progress = make_progress(total, use_tqdm=progress_bar)
     try:
         for device in config.devices:
             peers = _available_peers(config, device, result["missing_peers"])
             if not peers:
                 continue
-            result["gemm_peak_gflops"][device] = gemm_peak(device, config.dtype)
-            for case in config.cases():
-                if bar is not None:
-                    bar.set_description(f"{device} {case.label}")
-                for row in _measure_case(config, device, case, peers, result["gemm_peak_gflops"][device]):
-                    result["rows"].append(row)
-                    if on_row is not None:
-                        on_row(row)
-                    if bar is not None:
-                        bar.update(1)
+            peak = GemmPeak(device, config.dtype)
+            try:
+                peak.sample(PEAK_ROUNDS_FIRST)
+                for case in config.cases():
+                    progress.start(f"{device} {case.label}")
+                    for row in _measure_case(config, device, case, peers, peak.best):
+                        result["rows"].append(row)
+                        if on_row is not None:
+                            on_row(row)
+                        progress.advance()
+                    peak.sample(PEAK_ROUNDS_BETWEEN)
+            finally:
+                if peak.count:
+                    result["gemm_peak_gflops"][device] = peak.best
+                    result["gemm_peak"][device] = peak.summary()
+                    _set_fraction_of_peak(result["rows"], device, peak.best)
     except KeyboardInterrupt:
         result["interrupted"] = True
     finally:
-        if bar is not None:
-            bar.close()
+        progress.close()
     _add_gpu_over_cpu(result["rows"])
     result["elapsed_s"] = time.perf_counter() - started
+    result["load_average"]["after"] = _load_average()
     return result
+
+
+def _load_average() -> float | None:
+    """The 1-minute load average (runnable processes), or None where the OS does not tell: how busy the machine was
+    with other work, which the verdict reports."""
+    try:
+        return os.getloadavg()[0]
+    except (AttributeError, OSError):
+        return None
+
+
+def _set_fraction_of_peak(rows: list[dict[str, Any]], device: str, peak: float) -> None:
+    """Every timed entry of ``device``'s rows: achieved GFLOP/s / ``peak``."""
+    for row in rows:
+        if row["device"] == device:
+            for entry in row["results"].values():
+                if "gflops" in entry:
+                    entry["fraction_of_peak"] = entry["gflops"] / peak
 
 
 def _available_peers(config: SweepConfig, device: str, missing: list[dict[str, str]]) -> list[Peer]:
@@ -235,6 +253,7 @@ def _measure_case(
                 entry["samples_per_s"] = case.batch * case.seq_len / seconds
                 entry["gflops"] = flops / seconds / 1e9
                 entry["fraction_of_peak"] = flops / seconds / 1e9 / peak
+                entry["unstable"] = is_unstable(timings[name])
             results[name] = entry
         ours = results.get("rnn_xp", {}).get("median_s")
         speedup = {
@@ -263,11 +282,3 @@ def _add_gpu_over_cpu(rows: list[dict[str, Any]]) -> None:
             cpu_time = cpu.get((row["case"]["label"], row["direction"]))
             if cpu_time:
                 row["gpu_over_cpu"] = cpu_time / row["results"]["rnn_xp"]["median_s"]
-
-
-def _tqdm(total: int) -> Any:
-    try:
-        from tqdm import tqdm
-    except ImportError:
-        return None
-    return tqdm(total=total, unit="row", dynamic_ncols=True)

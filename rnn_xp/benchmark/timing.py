@@ -21,6 +21,18 @@ class Timing:
         return {"median_s": self.median, "p25_s": self.low, "p75_s": self.high, "repeats": self.repeats}
 
 
+# A timing whose 75th percentile is more than this many times its 25th is flagged: its samples came from two
+# different regimes (one torch row had median 7.97 ms and 25th percentile 0.10 ms), so its median says little.
+# Across a quiet quick sweep the widest spread was 2.1.
+UNSTABLE_QUARTILE_RATIO = 3.0
+
+
+def is_unstable(timing: Timing | dict[str, float]) -> bool:
+    """Whether the quartiles of a timing (a :class:`Timing` or its :meth:`Timing.as_dict`) disagree wildly."""
+    low, high = (timing.low, timing.high) if isinstance(timing, Timing) else (timing["p25_s"], timing["p75_s"])
+    return high > UNSTABLE_QUARTILE_RATIO * low
+
+
 def measure(
     call: Callable[[], object],
     *,

@@ -1,7 +1,14 @@
 """The functional RNN: plain arrays of any Array-API namespace in, the same namespace and device out.
 
 This is the entry for array-API codebases (NumPy, CuPy, PyTorch, JAX, array-api-strict). It never mutates its
-inputs; the namespace is inferred with array-api-compat.
+inputs; the namespace is inferred with array-api-compat. Being array operations only, it runs inside other
+frameworks' automatic differentiation: torch autograd, and JAX's ``grad``, ``jit`` and ``vmap`` and their
+compositions (``lengths`` must then be concrete, a list or NumPy array, not a traced argument).
+
+What the cache holds: copies of ``x`` and ``h0`` (and ``out`` is never the array the cache reads), so editing them in
+place after the forward does not change its backward; ``params`` by reference, so an in-place edit of a parameter
+between a forward and its backward makes the backward differentiate the edited weights (update parameters after the
+backward, as optimizers do).
 
 Examples
 --------
@@ -67,9 +74,10 @@ def rnn_forward(
         (H,), and ``*_reverse`` for a bidirectional RNN. Layers, directions, bias and sizes are read from it.
     h0 : array, shape (L*D, B, H) (or (L*D, H) unbatched), optional
         Initial states; zeros when omitted. Never batch-first.
-    lengths : sequence of int or integer array, shape (B,), optional
+    lengths : sequence of int, or integer array of any namespace and device, shape (B,), optional
         Each sequence's length in [1, T], as ``pack_padded_sequence`` takes them: outputs past a sequence's end
         are zero, h_n holds each sequence's state at its own last step, and the reverse direction starts there.
+        The values are checked on the host (so under ``jax.jit`` they must be concrete).
     nonlinearity : {"tanh", "relu"}
     batch_first : bool
         x and the output are (B, T, ·); h0 and h_n are not affected.

@@ -30,6 +30,7 @@ from rnn_xp.training.optim import Adam, clip_grad_norm
 from rnn_xp.training.report import plot_curves
 
 BASELINE_MSE = 1.0 / 6.0
+INITS = ("identity", "torch")  # see AddingConfig.init
 
 
 @dataclass
@@ -49,7 +50,7 @@ class AddingConfig:
     out: str = "runs/adding"
 
     def __post_init__(self) -> None:
-        if self.init not in ("identity", "torch"):
+        if self.init not in INITS:
             msg = f"init must be 'identity' or 'torch'; got {self.init!r}"
             raise ValueError(msg)
         if int(self.steps) < 2:

@@ -1,12 +1,16 @@
 """Checkpoints as safetensors files: model and optimizer arrays, plus a JSON metadata block (step, optimizer
 settings, RNG and data-stream state, model configuration).
 
-The safetensors layout is written and read here directly (8-byte little-endian header size, a JSON header of
-``{name: {dtype, shape, data_offsets}}`` and ``__metadata__``, then the raw little-endian bytes), so the
-``safetensors`` package is not needed; files are interchangeable with it. Writes are atomic (temporary file in the
-same directory, fsync, rename, the usual file permissions; temporary files left by a killed write are removed by the
-next write); the metadata carries a SHA-256 of the tensor bytes, which loads verify together with the header, the
-sizes and every name, shape and dtype. Every problem with a file is a :class:`CheckpointError` naming it.
+The file format is read and written by the ``safetensors`` package (the format's reference implementation), which
+checks the header, the offsets and the sizes. Around it, writes are atomic (temporary file in the same directory,
+fsync, rename, the usual file permissions; temporary files left by a killed write are removed by the next write),
+and the metadata carries a SHA-256 of everything a load returns, which loads verify. Every problem with a file is a
+:class:`CheckpointError` naming it.
+
+Checksums: files written here hold ``content_sha256``, over the other metadata, then each tensor in the order of
+their names: its name, dtype, shape and little-endian C-order bytes (a flipped bit in a name or in the state block
+must not load silently either). Files written before rnn_xp used the package (a hand-written writer of the same
+format) hold ``sha256``, over the tensor bytes only, in the order of their bytes in the file; both are verified.
 """
 
 from __future__ import annotations
@@ -14,9 +18,9 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import struct
 import tempfile
 import time
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -25,42 +29,60 @@ import numpy as np
 from rnn_xp._device import to_numpy
 
 FORMAT = "rnn-xp-checkpoint/1"
-_DTYPES = {"F32": np.float32, "F64": np.float64, "I64": np.int64, "I32": np.int32, "U8": np.uint8}
-_CODES = {np.dtype(v).name: k for k, v in _DTYPES.items()}
-_MAX_HEADER = 100 * 2**20
+_DTYPES = ("float32", "float64", "int64", "int32", "uint8")
+_DIGEST = "content_sha256"
+_LEGACY_DIGEST = "sha256"
 
 
 class CheckpointError(ValueError):
     """A checkpoint file that is truncated, foreign, or does not match what it is loaded into."""
 
 
+def _safetensors() -> Any:
+    try:
+        import safetensors
+        import safetensors.numpy
+    except ImportError as error:
+        msg = f"checkpoints need the safetensors package: pip install safetensors ({error})"
+        raise ImportError(msg) from None
+    return safetensors
+
+
+def _digest(metadata: dict[str, str], arrays: dict[str, np.ndarray]) -> str:
+    """``content_sha256``: the metadata (without the checksum), then every tensor's name, dtype, shape and bytes."""
+    digest = hashlib.sha256()
+    digest.update(json.dumps(metadata, sort_keys=True).encode())
+    for name in sorted(arrays):
+        value = _little_endian(np.ascontiguousarray(arrays[name]))
+        digest.update(json.dumps([name, value.dtype.name, list(value.shape)]).encode())
+        digest.update(value.tobytes())
+    return digest.hexdigest()
+
+
+def _legacy_digest(arrays: Iterable[np.ndarray]) -> str:
+    """``sha256`` of the hand-written writer: the tensor bytes only, in file order."""
+    digest = hashlib.sha256()
+    for value in arrays:
+        digest.update(_little_endian(np.ascontiguousarray(value)).tobytes())
+    return digest.hexdigest()
+
+
 def save_safetensors(path: str | os.PathLike[str], arrays: dict[str, Any], metadata: dict[str, str]) -> None:
     """Write ``arrays`` (any NumPy/CuPy/torch arrays) and string ``metadata`` atomically to ``path``."""
-    host = {name: _little_endian(np.ascontiguousarray(to_numpy(value))) for name, value in arrays.items()}
-    digest = hashlib.sha256()
-    for value in host.values():
-        digest.update(value.tobytes())
-    header: dict[str, Any] = {"__metadata__": {**metadata, "sha256": digest.hexdigest()}}
-    offset = 0
+    safetensors = _safetensors()
+    host = {name: np.ascontiguousarray(to_numpy(value)) for name, value in arrays.items()}
     for name, value in host.items():
-        if value.dtype.name not in _CODES:
-            msg = f"arrays[{name!r}] has dtype {value.dtype}; checkpoints hold {sorted(_CODES)}"
+        if value.dtype.name not in _DTYPES:
+            msg = f"arrays[{name!r}] has dtype {value.dtype}; checkpoints hold {sorted(_DTYPES)}"
             raise TypeError(msg)
-        header[name] = {"dtype": _CODES[value.dtype.name], "shape": list(value.shape),
-                        "data_offsets": [offset, offset + value.nbytes]}
-        offset += value.nbytes
-    encoded = json.dumps(header, separators=(",", ":")).encode()
-    encoded += b" " * (-len(encoded) % 8)
+    encoded = safetensors.numpy.save(host, metadata={**metadata, _DIGEST: _digest(metadata, host)})
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
     _remove_orphans(target)
     handle, temporary = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent)
     try:
         with os.fdopen(handle, "wb") as file:
-            file.write(struct.pack("<Q", len(encoded)))
             file.write(encoded)
-            for value in host.values():
-                file.write(value.tobytes())
             file.flush()
             os.fsync(file.fileno())
         os.chmod(temporary, 0o666 & ~_umask())  # mkstemp makes 0600; a checkpoint is an ordinary file
@@ -71,71 +93,34 @@ def save_safetensors(path: str | os.PathLike[str], arrays: dict[str, Any], metad
 
 
 def load_safetensors(path: str | os.PathLike[str]) -> tuple[dict[str, np.ndarray], dict[str, str]]:
-    """Read a safetensors file into NumPy arrays and its metadata, checking its structure.
+    """Read a safetensors file into NumPy arrays and its metadata (without the checksum, which is verified).
 
     Raises
     ------
     CheckpointError
-        Not a safetensors file, a truncated file, or offsets that do not add up.
+        Unreadable, not a safetensors file, truncated or corrupt (sizes that do not add up, a checksum that does not
+        match the tensor bytes).
     """
+    safetensors = _safetensors()
     try:
-        data = Path(path).read_bytes()
+        with safetensors.safe_open(str(path), framework="numpy") as file:
+            metadata = dict(file.metadata() or {})
+            names = list(file.offset_keys())
+            arrays = {name: np.array(file.get_tensor(name)) for name in names}
     except OSError as error:
         msg = f"{path} cannot be read as a checkpoint ({error.strerror or error})"
         raise CheckpointError(msg) from None
-    if len(data) < 8:
-        msg = f"{path} is not a safetensors checkpoint: {len(data)} bytes"
-        raise CheckpointError(msg)
-    (size,) = struct.unpack("<Q", data[:8])
-    if size > min(_MAX_HEADER, len(data) - 8):
-        msg = (
-            f"{path} is not a safetensors checkpoint, or is truncated "
-            f"(header of {size} bytes in a {len(data)}-byte file)"
-        )
-        raise CheckpointError(msg)
-    try:
-        header = json.loads(data[8 : 8 + size])
-    except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        msg = f"{path} is not a safetensors checkpoint: unreadable header ({error})"
+    except safetensors.SafetensorError as error:
+        msg = f"{path} is not a safetensors checkpoint, or is truncated or corrupt ({error})"
         raise CheckpointError(msg) from None
-    if not isinstance(header, dict):
-        msg = f"{path} is not a safetensors checkpoint: the header is not a JSON object"
+    expected, legacy = metadata.pop(_DIGEST, None), metadata.pop(_LEGACY_DIGEST, None)
+    if expected is not None and _digest(metadata, arrays) != expected:
+        msg = f"{path} is corrupt: its names, shapes, metadata or tensor bytes do not match the checksum written"
         raise CheckpointError(msg)
-    metadata = header.pop("__metadata__", {}) or {}
-    body = memoryview(data)[8 + size :]
-    arrays: dict[str, np.ndarray] = {}
-    end_of_data = 0
-    for name, entry in header.items():
-        try:
-            dtype = np.dtype(_DTYPES[entry["dtype"]]).newbyteorder("<")
-            shape = tuple(int(n) for n in entry["shape"])
-            start, end = (int(n) for n in entry["data_offsets"])
-        except (KeyError, TypeError, ValueError):
-            msg = f"{path}: entry {name!r} is not a supported safetensors entry ({entry!r})"
-            raise CheckpointError(msg) from None
-        expected = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
-        if end - start != expected or end > len(body) or start < 0:
-            msg = (
-                f"{path} is truncated or corrupt: {name!r} needs bytes {start}..{end} ({expected} expected) "
-                f"of a {len(body)}-byte body"
-            )
-            raise CheckpointError(msg)
-        arrays[name] = np.frombuffer(body[start:end], dtype=dtype).reshape(shape).astype(dtype.newbyteorder("="))
-        end_of_data = max(end_of_data, end)
-    if end_of_data != len(body):
-        msg = f"{path} is corrupt: {len(body) - end_of_data} bytes after the last tensor"
+    if legacy is not None and _legacy_digest(arrays[name] for name in names) != legacy:
+        msg = f"{path} is corrupt: the tensor bytes do not match the checksum written with them"
         raise CheckpointError(msg)
-    metadata = dict(metadata)
-    expected_digest = metadata.pop("sha256", None)
-    if expected_digest is not None:
-        digest = hashlib.sha256()
-        for name in header:
-            start, end = (int(n) for n in header[name]["data_offsets"])
-            digest.update(body[start:end])
-        if digest.hexdigest() != expected_digest:
-            msg = f"{path} is corrupt: the tensor bytes do not match the checksum written with them"
-            raise CheckpointError(msg)
-    return arrays, dict(metadata)
+    return arrays, metadata
 
 
 def _little_endian(value: np.ndarray) -> np.ndarray:

@@ -8,13 +8,18 @@ import numpy as np
 from array_api_compat import device as device_of
 
 from rnn_xp._device import from_numpy, namespace_for, parse_device
+from rnn_xp._threads import PerThread, PerThreadState
+from rnn_xp.params import draw_standard_normal, draw_uniform
 
 
-class Linear:
+class Linear(PerThreadState):
     """``y = x W^T + b`` over the last axis; W (out_features, in_features) and b init U(-1/sqrt(in), 1/sqrt(in)).
 
     forward: x (..., in_features) -> (..., out_features); backward: grad_y -> grad_x, filling ``grads``.
     """
+
+    grads: dict[str, Any] = PerThread(dict)  # type: ignore[assignment]  # per thread (rnn_xp._threads)
+    _input: Any = PerThread(lambda: None)
 
     def __init__(self, in_features: int, out_features: int, *, bias: bool = True, device: str = "cpu",
                  dtype: str = "float32", seed: int | None = None) -> None:
@@ -22,13 +27,11 @@ class Linear:
         bound = 1.0 / np.sqrt(in_features)
         target = parse_device(device)
         self.xp = namespace_for(target)
-        self.params: dict[str, Any] = {
-            "weight": from_numpy(rng.uniform(-bound, bound, (out_features, in_features)).astype(dtype), target)
-        }
+        weight = draw_uniform(rng, (out_features, in_features), -bound, bound, dtype)
+        self.params: dict[str, Any] = {"weight": from_numpy(weight, target, owned=True)}
         if bias:
-            self.params["bias"] = from_numpy(rng.uniform(-bound, bound, (out_features,)).astype(dtype), target)
-        self.grads: dict[str, Any] = {}
-        self._input: Any = None
+            bias_values = draw_uniform(rng, (out_features,), -bound, bound, dtype)
+            self.params["bias"] = from_numpy(bias_values, target, owned=True)
 
     def __call__(self, x: Any) -> Any:
         self._input = x
@@ -48,11 +51,14 @@ class Linear:
         return grad_y @ self.params["weight"]
 
 
-class Embedding:
+class Embedding(PerThreadState):
     """Rows of a (num_embeddings, dim) table, init N(0, 1) as torch; tokens (...) int -> (..., dim).
 
     backward accumulates the gradient of repeated tokens with a one-hot matmul (the Array API has no scatter-add).
     """
+
+    grads: dict[str, Any] = PerThread(dict)  # type: ignore[assignment]  # per thread (rnn_xp._threads)
+    _tokens: Any = PerThread(lambda: None)
 
     def __init__(self, num_embeddings: int, dim: int, *, device: str = "cpu", dtype: str = "float32",
                  seed: int | None = None) -> None:
@@ -60,10 +66,8 @@ class Embedding:
         target = parse_device(device)
         self.xp = namespace_for(target)
         self.params: dict[str, Any] = {
-            "weight": from_numpy(rng.standard_normal((num_embeddings, dim)).astype(dtype), target)
+            "weight": from_numpy(draw_standard_normal(rng, (num_embeddings, dim), dtype), target, owned=True)
         }
-        self.grads: dict[str, Any] = {}
-        self._tokens: Any = None
 
     def __call__(self, tokens: Any) -> Any:
         xp = self.xp

@@ -6,15 +6,21 @@ Parameters are exposed as one flat dict with prefixed names (``embedding.weight`
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
+import numpy as np
 from array_api_compat import device as device_of
 
+from rnn_xp._threads import PerThread, PerThreadState
 from rnn_xp.layer import RNN
+from rnn_xp.training.keras_weights import from_keras, keras_init, to_keras
 from rnn_xp.training.layers import Embedding, Linear
 
+INITS = ("torch", "keras")
 
-class SequenceModel:
+
+class SequenceModel(PerThreadState):
     """[Embedding] -> RNN -> Linear head.
 
     Parameters
@@ -27,9 +33,11 @@ class SequenceModel:
         last layer (both directions concatenated) at each sequence's own last step when ``lengths`` is given.
     """
 
+    grads: dict[str, Any] = PerThread(dict)  # type: ignore[assignment]  # per thread, as the layers' (rnn_xp._threads)
+    _h_n_shape: tuple[int, ...] = PerThread(tuple)  # type: ignore[assignment]
+
     def __init__(self, rnn: RNN, head: Linear, *, embedding: Embedding | None = None, many_to_one: bool = False):
         self.rnn, self.head, self.embedding, self.many_to_one = rnn, head, embedding, many_to_one
-        self.grads: dict[str, Any] = {}
 
     @property
     def xp(self) -> Any:
@@ -103,19 +111,65 @@ class SequenceModel:
         return top[0] if directions == 1 else self.xp.concat(top, axis=-1)
 
 
-class SimpleRNN:
+class SimpleRNN(PerThreadState):
     """Keras ``SimpleRNN``: x (batch, steps, features) -> the last state (batch, units), a many-to-one layer.
 
     ``return_sequences=True`` returns every step's state (batch, steps, units) instead. ``lengths`` (batch,) take
-    each sequence's own last step, as Keras masking does. Put a :class:`Linear` after it for a prediction.
+    each sequence's own last step, as Keras masking of right-padded sequences does. Put a :class:`Linear` after it
+    for a prediction.
+
+    Parameters
+    ----------
+    input_dim, units : int > 0
+    activation : {"tanh", "relu"}
+    return_sequences : bool
+    device, dtype, seed
+        As for :class:`rnn_xp.RNN`.
+    init : {"torch", "keras"}
+        "torch": U(-1/sqrt(units), 1/sqrt(units)) everywhere, as torch.nn.RNN. "keras": Keras's defaults, a
+        glorot-uniform kernel, an orthogonal recurrent kernel and zero biases.
+
+    Notes
+    -----
+    Keras's weights map onto torch's names as ``weight_ih_l0 = kernel.T``, ``weight_hh_l0 = recurrent_kernel.T``,
+    ``bias_ih_l0 = bias``, ``bias_hh_l0 = 0``: :meth:`load_keras_weights` takes a real
+    ``keras.layers.SimpleRNN``'s ``get_weights()``, and :meth:`keras_weights` gives the list its ``set_weights``
+    takes (the two biases summed into one).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from rnn_xp.training import SimpleRNN
+    >>> layer = SimpleRNN(32, 100, init="keras", seed=0)   # keras.layers.SimpleRNN(100) on (None, 250, 32)
+    >>> layer(np.zeros((8, 250, 32), dtype=np.float32)).shape
+    (8, 100)
+    >>> [w.shape for w in layer.keras_weights()]            # what keras_layer.set_weights(...) takes
+    [(32, 100), (100, 100), (100,)]
+    >>> layer.load_keras_weights(layer.keras_weights())     # e.g. keras_layer.get_weights()
     """
 
+    grads: dict[str, Any] = PerThread(dict)  # type: ignore[assignment]  # per thread, as the layers' (rnn_xp._threads)
+
     def __init__(self, input_dim: int, units: int, *, activation: str = "tanh", return_sequences: bool = False,
-                 device: str = "cpu", dtype: str = "float32", seed: int | None = None) -> None:
+                 device: str = "cpu", dtype: str = "float32", seed: int | None = None, init: str = "torch") -> None:
+        if init not in INITS:
+            msg = f"init must be one of {INITS}; got {init!r}"
+            raise ValueError(msg)
         self.rnn = RNN(input_dim, units, nonlinearity=activation, batch_first=True, device=device, dtype=dtype,
                        seed=seed)
+        if init == "keras":
+            self.rnn.load_state_dict(keras_init(input_dim, units, seed=seed, dtype=self.rnn.dtype))
         self.return_sequences = return_sequences
-        self.grads: dict[str, Any] = {}
+
+    def load_keras_weights(self, weights: Sequence[Any]) -> None:
+        """Load ``keras.layers.SimpleRNN.get_weights()``: [kernel (input_dim, units), recurrent_kernel
+        (units, units), bias (units,)], of this layer's dtype. Nothing is loaded unless all three are valid."""
+        self.rnn.load_state_dict(from_keras(weights, self.rnn.input_size, self.rnn.hidden_size, dtype=self.rnn.dtype))
+
+    def keras_weights(self) -> list[np.ndarray]:
+        """[kernel (input_dim, units), recurrent_kernel (units, units), bias (units,)] as NumPy arrays, for
+        ``keras.layers.SimpleRNN.set_weights``."""
+        return to_keras(self.rnn.parameters())
 
     @property
     def xp(self) -> Any:
