@@ -10,7 +10,7 @@ TORCH_PIP_ARGS ?=
 # Where the user's runs go: git ignores it; the project's reference results are in bench/results/ (reference-*).
 RUNS   := bench/runs
 
-.PHONY: venv test bench bench-full bench-cpu bench-pytest torch lint clean
+.PHONY: venv test bench bench-full bench-cpu bench-peers bench-pytest torch lint clean
 
 venv: $(STAMP)
 
@@ -37,6 +37,11 @@ bench-full: torch
 # rnn_xp vs torch.nn.RNN on the CPU at the sizes of the core issue (ratios, geometric means, GFLOP/s).
 bench-cpu: torch
 	$(BIN)/python bench/cpu_vs_torch.py --out $(RUNS)
+
+# rnn_xp vs torch, ONNX Runtime and JAX on the CPU (issue 13's table: ratios in one run, B=1 per-step latency).
+bench-peers: torch
+	$(BIN)/python -m pip install -q -e '.[peers]'
+	$(BIN)/python bench/cpu_vs_peers.py --out $(RUNS)
 
 bench-pytest: torch
 	mkdir -p $(RUNS)

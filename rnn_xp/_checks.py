@@ -37,7 +37,7 @@ def check_nonlinearity(nonlinearity: Any) -> str:
     return str(nonlinearity)
 
 
-LOOPS = ("auto", "generic")
+LOOPS = ("auto", "generic", "numpy", "compiled")
 
 
 def check_loop(loop: Any) -> str:

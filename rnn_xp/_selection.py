@@ -1,6 +1,8 @@
 """Selection: which namespace the arrays belong to, and which time loop runs the recurrence (decided once per call).
 
-- NumPy arrays: :mod:`rnn_xp.loops.numpy_inplace`;
+- NumPy arrays: the compiled loop (:mod:`rnn_xp.loops.compiled`, numba) where the cost model measured on this
+  machine (:mod:`rnn_xp._cost`) predicts it faster for the call's (T, B, H) and dtype -- small batches -- else
+  :mod:`rnn_xp.loops.numpy_inplace`; without numba always the latter. ``loop="numpy"``/``"compiled"`` force one;
 - CuPy arrays: :class:`rnn_xp.loops.cuda.CudaLoop`, unless ``RNN_XP_FORCE_GENERIC=1`` (read once, at import) or the
   caller asks for the generic loop;
 - everything else (array-api-strict, torch, JAX), and truncated BPTT everywhere: :mod:`rnn_xp.loops.generic`.
@@ -53,17 +55,53 @@ def private_copy(xp: Any, array: Any) -> Any:
     return xp.asarray(array, copy=True)
 
 
-def select_loop(xp: Any, *, generic: bool = False) -> TimeLoop:
-    """The time loop for arrays of ``xp``; ``generic=True`` asks for the generic Array-API loop anyway."""
-    if is_numpy(xp) and not generic:
-        from rnn_xp.loops import numpy_inplace
+def select_loop(
+    xp: Any,
+    *,
+    generic: bool = False,
+    loop: str = "auto",
+    size: tuple[int, int, int] | None = None,
+    dtype: str | None = None,
+) -> TimeLoop:
+    """The time loop for arrays of ``xp``.
 
-        return numpy_inplace  # a module implementing the protocol
+    ``generic=True`` (or ``loop="generic"``) asks for the generic Array-API loop anyway; ``loop="numpy"`` or
+    ``"compiled"`` force a NumPy loop (NumPy arrays only). With ``loop="auto"``, NumPy arrays of ``size``
+    (T, B, H) and ``dtype`` go to the loop the cost model predicts faster (the in-place loop when no size is given).
+
+    Raises
+    ------
+    ValueError
+        ``loop="numpy"``/``"compiled"`` on arrays that are not NumPy's, or ``"compiled"`` without numba.
+    """
+    generic = generic or loop == "generic"
+    if loop in ("numpy", "compiled") and not is_numpy(xp):
+        msg = f"loop={loop!r} runs on NumPy arrays only; got arrays of {xp.__name__}"
+        raise ValueError(msg)
+    if is_numpy(xp) and not generic:
+        from rnn_xp.loops import compiled, numpy_inplace
+
+        if loop == "compiled" and not compiled.available():
+            msg = "loop='compiled' needs numba (pip install 'rnn-xp[fast]'); it is not installed"
+            raise ValueError(msg)
+        if loop == "compiled" or (loop == "auto" and _compiled_is_faster(size, dtype)):
+            return compiled  # a module implementing the protocol
+        return numpy_inplace
     if is_cupy(xp) and not (generic or FORCE_GENERIC):
         from rnn_xp.loops.cuda import CudaLoop
 
         return CudaLoop()
     return generic_loop()
+
+
+def _compiled_is_faster(size: tuple[int, int, int] | None, dtype: str | None) -> bool:
+    from rnn_xp.loops import compiled
+
+    if size is None or dtype not in ("float32", "float64") or not compiled.available():
+        return False
+    from rnn_xp import _cost
+
+    return _cost.model(dtype).prefers_compiled(*size)
 
 
 def generic_loop() -> TimeLoop:

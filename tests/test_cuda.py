@@ -255,8 +255,8 @@ def test_step_path_on_small_sizes(hidden: int, bidirectional: bool, monkeypatch:
     from rnn_xp._selection import is_cupy, select_loop
     from rnn_xp.loops.cuda import CudaLoop
 
-    def per_step_on_cupy(xp: Any, generic: bool = False) -> Any:
-        return CudaLoop(persistent=False) if is_cupy(xp) else select_loop(xp, generic=generic)
+    def per_step_on_cupy(xp: Any, **options: Any) -> Any:
+        return CudaLoop(persistent=False) if is_cupy(xp) else select_loop(xp, **options)
 
     monkeypatch.setattr(functional, "select_loop", per_step_on_cupy)
     _compare_sizes(6, 5, hidden, bidirectional=bidirectional, dtype="float64", rtol=1e-10)

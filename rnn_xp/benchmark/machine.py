@@ -23,7 +23,8 @@ def describe() -> dict[str, Any]:
         "versions": {
             "rnn_xp": rnn_xp.__version__,
             "numpy": np.__version__,
-            **{name: _version(name) for name in ("array-api-compat", "torch", "cupy", "array-api-strict")},
+            **{name: _version(name) for name in ("array-api-compat", "torch", "cupy", "array-api-strict", "numba",
+                                                 "onnxruntime", "jax")},
         },
         "gpus": gpus(),
         "paths": paths(),
@@ -94,11 +95,19 @@ def paths() -> dict[str, str]:
         kernels = "available"
     return {
         "cpu (NumPy, in-place loop)": "available",
+        "cpu (compiled loop, numba)": "available" if _found("numba") else "unavailable: numba not installed",
         "generic Array-API loop": "available",
         "cuda kernels (CuPy)": kernels,
         "peer torch (CPU)": "available" if has_torch else "unavailable: torch not installed",
         "peer torch cuDNN": "available" if has_torch and gpu and _torch_cuda() else "unavailable: no torch CUDA",
+        "peer onnxruntime (CPU)": "available" if _found("onnx") and _found("onnxruntime")
+        else "unavailable: onnx/onnxruntime not installed",
+        "peer jax (CPU)": "available" if _found("jax") else "unavailable: jax not installed",
     }
+
+
+def _found(module: str) -> bool:
+    return importlib.util.find_spec(module) is not None
 
 
 def _torch_cuda() -> bool:

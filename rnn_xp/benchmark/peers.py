@@ -3,7 +3,9 @@
 - ``rnn_xp``: the public layer on "cpu" (NumPy) or "cuda" (CuPy kernels);
 - ``rnn_xp-generic``: the layer on CuPy with the kernels off (the generic Array-API loop);
 - ``torch``: torch.nn.RNN on CPU, or with cuDNN on the GPU (TF32 off);
-- ``numpy-loop``: a per-step NumPy loop as tutorials write it (one layer, one direction, tanh).
+- ``numpy-loop``: a per-step NumPy loop as tutorials write it (one layer, one direction, tanh);
+- ``onnxruntime`` and ``jax`` (CPU, optional: ``rnn-xp[peers]``): :mod:`rnn_xp.benchmark.peers_onnx`,
+  :mod:`rnn_xp.benchmark.peers_jax`.
 
 A peer that cannot run (not installed, no GPU, unsupported case) says why in :meth:`Peer.unavailable`.
 """
@@ -26,6 +28,7 @@ class Peer:
 
     name = "peer"
     device = "cpu"
+    trains = True  # whether train_step exists (ONNX Runtime's peer is forward only)
 
     def unavailable(self, case: Case) -> str | None:
         """Why this peer cannot run ``case`` here, or None."""

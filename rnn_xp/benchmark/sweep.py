@@ -24,8 +24,8 @@ from rnn_xp.benchmark.progress import make_progress
 from rnn_xp.benchmark.timing import is_unstable, measure_alternating
 
 SCHEMA = "rnn-xp-bench/1"
-PEERS_BY_DEVICE = {"cpu": ("torch", "numpy-loop"), "cuda": ("torch-cudnn", "rnn_xp-generic")}
-ALL_PEERS = ("torch", "numpy-loop", "torch-cudnn", "rnn_xp-generic")
+PEERS_BY_DEVICE = {"cpu": ("torch", "onnxruntime", "jax", "numpy-loop"), "cuda": ("torch-cudnn", "rnn_xp-generic")}
+ALL_PEERS = ("torch", "onnxruntime", "jax", "numpy-loop", "torch-cudnn", "rnn_xp-generic")
 QUICK = {"seq_lens": (16, 64, 256), "batches": (1, 16, 64), "hidden": (64, 256)}
 FULL = {"seq_lens": (64, 256, 1024), "batches": (1, 8, 64, 256), "hidden": (128, 512, 1024)}
 # Rows the full GPU sweep adds to the grid: stacked, bidirectional and variable-length layers, and hidden sizes past
@@ -64,7 +64,7 @@ class SweepConfig:
         return grid + list(self.extra_cases)
 
 
-def make_peer(name: str, device: str) -> Peer:
+def make_peer(name: str, device: str, dtype: str = "float32") -> Peer:
     if name == "rnn_xp":
         return RnnXp(device)
     if name == "rnn_xp-generic":
@@ -73,6 +73,14 @@ def make_peer(name: str, device: str) -> Peer:
         return Torch(device)
     if name == "numpy-loop":
         return NumpyLoop()
+    if name == "onnxruntime":
+        from rnn_xp.benchmark.peers_onnx import OnnxRuntime
+
+        return OnnxRuntime(dtype)
+    if name == "jax":
+        from rnn_xp.benchmark.peers_jax import Jax
+
+        return Jax()
     msg = f"peers must be among {ALL_PEERS}; got {name!r}"
     raise ValueError(msg)
 
@@ -173,7 +181,7 @@ def _available_peers(config: SweepConfig, device: str, missing: list[dict[str, s
     for name in PEERS_BY_DEVICE[device]:
         if name not in config.peers:
             continue
-        peer = make_peer(name, device)
+        peer = make_peer(name, device, config.dtype)
         reason = peer.unavailable(probe)
         if reason is None:
             chosen.append(peer)
@@ -223,10 +231,11 @@ def _measure_case(
     for direction in config.directions:
         method = "forward" if direction == "fwd" else "train_step"
         flops = case.forward_flops() if direction == "fwd" else case.train_flops()
+        timed = [p for p in runnable if direction == "fwd" or p.trains]
         timings = measure_alternating(
-            {p.name: getattr(p, method) for p in runnable},
-            synchronize={p.name: p.synchronize for p in runnable},
-            timers={p.name: p.timer() for p in runnable},
+            {p.name: getattr(p, method) for p in timed},
+            synchronize={p.name: p.synchronize for p in timed},
+            timers={p.name: p.timer() for p in timed},
             rounds=2 if quick else 4,
             # The pause lets a CPU library's worker threads go idle; GPU peers need none.
             pause=0.02 if quick or device == "cuda" else 0.25,
@@ -236,6 +245,8 @@ def _measure_case(
         results: dict[str, dict[str, Any]] = {}
         for name, status in statuses.items():
             entry = dict(status)
+            if entry["status"] == "ok" and name not in timings:  # a forward-only peer on a training row
+                entry = {"status": "unsupported", "reason": "forward only"}
             if name in timings:
                 seconds = timings[name].median
                 entry.update(timings[name].as_dict())

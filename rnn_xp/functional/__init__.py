@@ -86,9 +86,11 @@ def rnn_forward(
     training : bool
     seed : int, optional
         Seed of the dropout masks (a fresh one is drawn when omitted).
-    loop : {"auto", "generic"}
-        The time loop: the fastest for the arrays' namespace (NumPy's in-place loop, CuPy's kernels), or the
-        generic Array-API loop everywhere (benchmarks, debugging). The backward uses the forward's.
+    loop : {"auto", "generic", "numpy", "compiled"}
+        The time loop: "auto" the fastest for the arrays' namespace (on NumPy the compiled loop or the in-place
+        loop, chosen by a cost model measured on this machine; CuPy's kernels); "generic" the Array-API loop
+        everywhere (benchmarks, debugging); "numpy" / "compiled" force NumPy's in-place loop / the compiled numba
+        loop (NumPy arrays only). The backward uses the forward's.
 
     Returns
     -------
@@ -101,7 +103,8 @@ def rnn_forward(
     TypeError
         Mixed namespaces, non-floating or mismatched dtypes, wrong argument types.
     ValueError
-        Shapes that do not match the parameters, lengths outside [1, T], T == 0, bad options.
+        Shapes that do not match the parameters, lengths outside [1, T], T == 0, bad options, ``loop="numpy"`` or
+        ``"compiled"`` on arrays that are not NumPy's, ``loop="compiled"`` without numba.
     """
     check_plain_array(x, "x")
     if h0 is not None:
@@ -147,7 +150,9 @@ def run_forward(
     caller = call.layout
     x = caller.sequence_in(xp, call.x)
     h0 = None if call.h0 is None else caller.state_in(call.h0)
-    time_loop = select_loop(xp, generic=loop == "generic")
+    time_loop = select_loop(
+        xp, loop=loop, size=(call.num_steps, call.batch, layout.hidden_size), dtype=str(call.x.dtype)
+    )
     out, h_n, cache = _core.forward(xp, time_loop, x, params, layout, h0, call.lengths, nonlinearity, masks, caller)
     return caller.sequence_out(xp, out), caller.state_out(h_n), cache
 

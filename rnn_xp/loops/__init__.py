@@ -1,6 +1,8 @@
 """The time loops: the recurrence of one layer over time, all directions at once, behind one interface.
 
-- :mod:`rnn_xp.loops.numpy_inplace`: NumPy; one GEMM per step into a buffer it owns, add and activation in place;
+- :mod:`rnn_xp.loops.numpy_inplace`: NumPy; one GEMM per step into a buffer it owns, add and activation in place
+  (fused into one numba call when numba is installed);
+- :mod:`rnn_xp.loops.compiled`: NumPy arrays, numba kernels that run a whole direction in one call (small batches);
 - :mod:`rnn_xp.loops.generic`: any Array-API namespace, no in-place writes (works on JAX); the only loop that
   truncates BPTT;
 - :class:`rnn_xp.loops.cuda.CudaLoop`: CuPy; the fused kernels of :mod:`rnn_xp.cuda`.

@@ -1,0 +1,145 @@
+"""rnn_xp on the CPU against torch.nn.RNN, ONNX Runtime (RNN op) and JAX (jit(lax.scan); jit(grad)), as ratios.
+
+One run of :func:`rnn_xp.benchmark.sweep.run_sweep` over :data:`CASES` (the rows of issue 13 and a spread of the goal
+grid: T 64..1000, B 1..512, H 32..1024, uni- and bidirectional), float32, one layer, tanh: every implementation gets
+the same weights and input, a peer's output is checked against rnn_xp's before its time counts, and timings alternate
+between implementations in blocks. Ratio = rnn_xp time / peer time (below 1: rnn_xp faster). Also the per-step
+latency at B=1 for H in {32, 128, 512} next to the arithmetic floor 2·H·(H+I) / (sgemm peak measured in the run).
+Threads: torch and ONNX Runtime get every core (as NumPy's BLAS and XLA take by default).
+
+Writes <out>/<cpu>-cpu-vs-peers.json and .md (default out: bench/runs, which git ignores; the README quotes the
+project's run, kept in bench/results/):
+
+    python bench/cpu_vs_peers.py [--out bench/runs] [--max-seconds 1]     # or: make bench-peers
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import re
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from rnn_xp.benchmark import results
+from rnn_xp.benchmark.cases import Case
+from rnn_xp.benchmark.machine import cpu_model
+from rnn_xp.benchmark.sweep import SweepConfig, run_sweep
+
+CASES = (
+    Case(1000, 1, 16, 32),
+    Case(100, 1, 32, 128),
+    Case(64, 1, 64, 512),
+    Case(256, 4, 64, 128),
+    Case(64, 8, 64, 256),
+    Case(100, 8, 64, 128, bidirectional=True),
+    Case(100, 32, 64, 128),
+    Case(64, 32, 64, 1024),
+    Case(100, 64, 256, 256),
+    Case(200, 128, 256, 512),
+    Case(64, 512, 64, 256),
+    Case(64, 512, 64, 256, bidirectional=True),
+)
+LATENCY_HIDDEN = (32, 128, 512)  # the B=1 rows above with these H give the per-step latency table
+PEERS = ("torch", "onnxruntime", "jax")
+
+
+def config(max_seconds: float) -> SweepConfig:
+    return SweepConfig(devices=["cpu"], seq_lens=(), batches=(), hidden=(), peers=PEERS, max_seconds=max_seconds,
+                       extra_cases=CASES)
+
+
+def _loop_chosen(case: dict[str, Any]) -> str:
+    from rnn_xp._selection import select_loop
+
+    loop = select_loop(np, size=(case["seq_len"], case["batch"], case["hidden"]), dtype="float32")
+    return loop.__name__.rsplit(".", 1)[-1]
+
+
+def markdown(result: dict[str, Any]) -> str:
+    """The ratio table (misses of the goal in bold), their geometric means, and the B=1 latency table."""
+    by_case: dict[str, dict[str, Any]] = {}
+    for row in result["rows"]:
+        by_case.setdefault(row["case"]["label"], {})[row["direction"]] = row
+    lines = [
+        results.machine_line(result), "",
+        "Ratio = rnn_xp time / peer time (below 1: rnn_xp faster; **bold**: the goal, <= 1.0, is missed).", "",
+        "| T, B, I, H | dirs | loop | fwd ms | fwd vs torch | fwd vs ONNX Runtime | fwd vs JAX jit(scan) "
+        "| fwd+bwd ms | fwd+bwd vs torch | fwd+bwd vs JAX jit(grad) |",
+        "|---|---|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    columns = (("fwd", "torch"), ("fwd", "onnxruntime"), ("fwd", "jax"), ("train", "torch"), ("train", "jax"))
+    ratios: dict[tuple[str, str], list[float]] = {c: [] for c in columns}
+    for rows in by_case.values():
+        case = next(iter(rows.values()))["case"]
+        cells = [f"{case['seq_len']}, {case['batch']}, {case['input_size']}, {case['hidden']}",
+                 "bi" if case["bidirectional"] else "uni", _loop_chosen(case)]
+        for direction in ("fwd", "train"):
+            row = rows.get(direction)
+            ours = None if row is None else row["results"].get("rnn_xp", {}).get("median_s")
+            cells.append("" if ours is None else f"{ours * 1e3:.3f}")
+            for column_direction, peer in columns:
+                if column_direction != direction:
+                    continue
+                theirs = None if row is None else row["results"].get(peer, {}).get("median_s")
+                if ours is None or theirs is None:
+                    cells.append("n/a")
+                    continue
+                ratio = ours / theirs
+                ratios[(direction, peer)].append(ratio)
+                cells.append(f"**{ratio:.2f}**" if ratio > 1.0 else f"{ratio:.2f}")
+        lines.append("| " + " | ".join(cells) + " |")
+    geo = ["" if not r else f"{math.exp(sum(map(math.log, r)) / len(r)):.2f}" for r in ratios.values()]
+    lines.append(f"| **geometric mean** | | | | {geo[0]} | {geo[1]} | {geo[2]} | | {geo[3]} | {geo[4]} |")
+    for missing in result.get("missing_peers", []):
+        lines.append(f"\n- `{missing['peer']}` missing: {missing['reason']}")
+    lines += ["", latency_table(result, by_case)]
+    return "\n".join(lines) + "\n"
+
+
+def latency_table(result: dict[str, Any], by_case: dict[str, dict[str, Any]]) -> str:
+    """Per-step forward latency at B=1 (median time / T) for each implementation, next to the arithmetic floor."""
+    peak = result["gemm_peak_gflops"].get("cpu", float("nan")) * 1e9
+    lines = [
+        f"Per-step forward latency at B=1, µs (floor = 2·H·(H+I) flop / {peak / 1e9:.0f} GFLOP/s, the sgemm peak "
+        "measured in the run on all cores):", "",
+        "| H | I | T | floor | rnn_xp | torch | ONNX Runtime | JAX |", "|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for rows in by_case.values():
+        row = rows.get("fwd")
+        if row is None:
+            continue
+        case = row["case"]
+        if case["batch"] != 1 or case["hidden"] not in LATENCY_HIDDEN or case["bidirectional"]:
+            continue
+        floor = 2.0 * case["hidden"] * (case["hidden"] + case["input_size"]) / peak
+        cells = [str(case["hidden"]), str(case["input_size"]), str(case["seq_len"]), f"{floor * 1e6:.3f}"]
+        for name in ("rnn_xp", *PEERS):
+            seconds = row["results"].get(name, {}).get("median_s")
+            cells.append("n/a" if seconds is None else f"{seconds / case['seq_len'] * 1e6:.2f}")
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", type=Path, default=Path("bench/runs"))
+    parser.add_argument("--max-seconds", type=float, default=1.0, help="timing budget per implementation and row")
+    args = parser.parse_args()
+    import torch
+
+    torch.set_num_threads(os.cpu_count() or 1)  # the same thread count as NumPy's BLAS, ONNX Runtime and XLA
+    result = run_sweep(config(args.max_seconds))
+    table = markdown(result)
+    print(table)
+    stem = re.sub(r"[^a-z0-9]+", "-", cpu_model().lower()).strip("-")[:40] + "-cpu-vs-peers"
+    paths = results.save(result, args.out, stem)
+    paths["markdown"].write_text(table)
+    print(f"wrote {paths['json']} and {paths['markdown']}")
+
+
+if __name__ == "__main__":
+    main()
