@@ -21,6 +21,7 @@ import numpy as np
 
 CALIBRATION_SHAPES = tuple((b, h) for b in (1, 4, 16, 64) for h in (32, 128, 256))
 CALIBRATION_STEPS = 24
+TRUSTED_PRODUCTS = 4 * max(b * h * h for b, h in CALIBRATION_SHAPES)
 REPEATS = 5
 
 
@@ -49,7 +50,14 @@ class CostModel:
     per_transpose: float
 
     def prefers_compiled(self, steps: int, batch: int, hidden: int) -> bool:
-        """Whether the compiled loop is predicted faster for a (T, B, H) direction."""
+        """Whether the compiled loop is predicted faster for a (T, B, H) direction.
+
+        The fit is trusted only up to :data:`TRUSTED_PRODUCTS` multiply-adds a step (4x the largest calibrated
+        shape): beyond, a step is a GEMM that BLAS (blocked, threaded) does better, and a slope measured on small
+        shapes, noisy on a busy machine, would otherwise decide by extrapolation (it once sent B=512, H=1024 to the
+        compiled loop)."""
+        if batch * hidden * hidden > TRUSTED_PRODUCTS:
+            return False
         compiled = steps * self.compiled.seconds(batch, hidden) + self.per_transpose * hidden * hidden
         return compiled < steps * self.numpy.seconds(batch, hidden)
 

@@ -179,6 +179,15 @@ def test_compiled_loop_on_other_arrays_or_without_numba_is_an_error(monkeypatch:
     assert select_loop(np, size=(1000, 1, 32), dtype="float32") is numpy_inplace  # auto falls back
 
 
+def test_the_model_does_not_extrapolate_to_large_gemm_steps() -> None:
+    """A model whose compiled slope came out below NumPy's (noise) still leaves GEMM-sized steps to BLAS."""
+    cheap = _cost.StepCost(constant=1e-7, per_weight=0.0, per_product=1e-13, per_element=0.0)
+    dear = _cost.StepCost(constant=1e-6, per_weight=0.0, per_product=1e-12, per_element=0.0)
+    model = _cost.CostModel(numpy=dear, compiled=cheap, per_transpose=0.0)
+    assert model.prefers_compiled(100, 64, 256)
+    assert not model.prefers_compiled(100, 512, 1024)
+
+
 def test_fit_recovers_the_constants_of_a_known_cost() -> None:
     truth = _cost.StepCost(constant=1e-6, per_weight=2e-11, per_product=5e-12, per_element=1e-9)
     samples = [(b, h, truth.seconds(b, h)) for b, h in _cost.CALIBRATION_SHAPES]
