@@ -10,7 +10,7 @@ TORCH_PIP_ARGS ?=
 # Where the user's runs go: git ignores it; the project's reference results are in bench/results/ (reference-*).
 RUNS   := bench/runs
 
-.PHONY: venv test bench bench-full bench-cpu bench-peers bench-pytest torch lint clean
+.PHONY: venv test bench bench-full bench-cpu bench-peers bench-pytest torch peers lint clean
 
 venv: $(STAMP)
 
@@ -26,12 +26,16 @@ torch: $(STAMP)
 test: $(STAMP)
 	$(BIN)/python -m pytest
 
-# The main job: a quick sweep of every device present against every peer installed (JSON, table, PNG plots into
-# bench/runs/), ending with a verdict on this machine. It writes no tracked file.
-bench: torch
+# The other CPU peers, ONNX Runtime and JAX (the rnn-xp[peers] extra).
+peers: $(STAMP)
+	@$(BIN)/python -c 'import onnxruntime, onnx, jax' 2>/dev/null || $(BIN)/python -m pip install -q -e '.[peers]'
+
+# The main job: a quick sweep of every device present against every peer (torch, ONNX Runtime, JAX; JSON, table,
+# PNG plots into bench/runs/), ending with a verdict on this machine. It writes no tracked file.
+bench: torch peers
 	$(BIN)/rnn-xp bench --quick --out $(RUNS)
 
-bench-full: torch
+bench-full: torch peers
 	$(BIN)/rnn-xp bench --out $(RUNS)
 
 # rnn_xp vs torch.nn.RNN on the CPU at the sizes of the core issue (ratios, geometric means, GFLOP/s).
@@ -39,8 +43,7 @@ bench-cpu: torch
 	$(BIN)/python bench/cpu_vs_torch.py --out $(RUNS)
 
 # rnn_xp vs torch, ONNX Runtime and JAX on the CPU (issue 13's table: ratios in one run, B=1 per-step latency).
-bench-peers: torch
-	$(BIN)/python -m pip install -q -e '.[peers]'
+bench-peers: torch peers
 	$(BIN)/python bench/cpu_vs_peers.py --out $(RUNS)
 
 bench-pytest: torch
