@@ -88,7 +88,9 @@ def test_a_layer_call_is_right_or_refused_naming_the_argument_with_nothing_chang
         assume(len(shape) != 2 and not (only_time_changed and shape[time_axis] >= max(lengths)))  # those are valid
         x = rng.standard_normal(shape)
         batch_axis = 0 if config["batch_first"] else 1
-        if only_time_changed:
+        if 0 in shape:
+            argument = "x"  # no time step or no sequence: x itself is refused
+        elif only_time_changed:
             argument = "lengths"  # a shorter sequence than the lengths say: the lengths are what is out of range
         elif len(shape) == 3 and shape[batch_axis] != batch and shape[2] == config["input_size"]:
             argument = "h0|lengths"  # x's batch disagrees with h0's and the lengths': the first one checked is named

@@ -26,6 +26,7 @@ Examples
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
 from typing import Any
 
@@ -150,9 +151,8 @@ def run_forward(
     caller = call.layout
     x = caller.sequence_in(xp, call.x)
     h0 = None if call.h0 is None else caller.state_in(call.h0)
-    time_loop = select_loop(
-        xp, loop=loop, size=(call.num_steps, call.batch, layout.hidden_size), dtype=str(call.x.dtype)
-    )
+    dtype = _dtype_name(id(type(call.x.dtype)), call.x.dtype)
+    time_loop = select_loop(xp, loop=loop, size=(call.num_steps, call.batch, layout.hidden_size), dtype=dtype)
     out, h_n, cache = _core.forward(xp, time_loop, x, params, layout, h0, call.lengths, nonlinearity, masks, caller)
     return caller.sequence_out(xp, out), caller.state_out(h_n), cache
 
@@ -213,3 +213,11 @@ def run_backward(
     grad_h_n = None if grad_h_n is None else caller.state_in(grad_h_n)
     grad_x, grad_h0, grads = _core.backward(cache, grad_out, grad_h_n, truncate)
     return caller.sequence_out(xp, grad_x), caller.state_out(grad_h0), grads
+
+
+@functools.cache
+def _dtype_name(kind: int, dtype: Any) -> str:
+    """``str(dtype)``, remembered: NumPy builds the string anew each time (~2 µs, 7% of a one-step call). Keyed by
+    the identity of the dtype's type too, so that dtypes of different libraries are never compared (array-api-strict
+    warns)."""
+    return str(dtype)
