@@ -14,6 +14,7 @@ import os
 from typing import Any
 
 import array_api_compat
+import numpy as np
 
 from rnn_xp.loops import TimeLoop
 
@@ -48,6 +49,8 @@ def is_cupy(xp: Any) -> bool:
 def private_copy(xp: Any, array: Any) -> Any:
     """A copy of ``array`` that later in-place edits of ``array`` cannot reach (``array`` itself on JAX, whose
     arrays are immutable). torch tensors are cloned, so torch autograd still flows through the copy."""
+    if type(array) is np.ndarray:
+        return array.copy()  # the common case, without the namespace wrapper's ~2 us
     if array_api_compat.is_jax_namespace(xp):
         return array
     if array_api_compat.is_torch_namespace(xp):
