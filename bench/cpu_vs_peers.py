@@ -2,8 +2,9 @@
 
 One run of :func:`rnn_xp.benchmark.sweep.run_sweep` over :data:`CASES` (the rows of issue 13 and a spread of the goal
 grid: T 64..1000, B 1..512, H 32..1024, uni- and bidirectional), float32, one layer, tanh: every implementation gets
-the same weights and input, a peer's output is checked against rnn_xp's before its time counts, and timings alternate
-between implementations in blocks. Ratio = rnn_xp time / peer time (below 1: rnn_xp faster). Also the per-step
+the same weights and input, a peer's output is checked against rnn_xp's before its time counts, and each
+implementation is timed in a process of its own, one after the other (``--in-process``: all in this process,
+alternating in blocks). Ratio = rnn_xp time / peer time (below 1: rnn_xp faster). Also the per-step
 latency at B=1 for H in {32, 128, 512} next to the arithmetic floor 2·H·(H+I) / (sgemm peak measured in the run).
 Threads: torch and ONNX Runtime get every core (as NumPy's BLAS and XLA take by default).
 
@@ -16,9 +17,13 @@ project's run, kept in bench/results/):
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import os
 import re
+import subprocess
+import sys
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -47,9 +52,46 @@ LATENCY_HIDDEN = (32, 128, 512)  # the B=1 rows above with these H give the per-
 PEERS = ("torch", "onnxruntime", "jax")
 
 
-def config(max_seconds: float) -> SweepConfig:
-    return SweepConfig(devices=["cpu"], seq_lens=(), batches=(), hidden=(), peers=PEERS, max_seconds=max_seconds,
-                       extra_cases=CASES)
+def config(max_seconds: float, only: str | None = None) -> SweepConfig:
+    """The sweep of every implementation in one process, or (``only``) the one that times just ``only``."""
+    if only is None:
+        return SweepConfig(devices=["cpu"], seq_lens=(), batches=(), hidden=(), peers=PEERS,
+                           max_seconds=max_seconds, extra_cases=CASES)
+    peers = () if only == "rnn_xp" else (only,)
+    return SweepConfig(devices=["cpu"], seq_lens=(), batches=(), hidden=(), peers=peers, max_seconds=max_seconds,
+                       extra_cases=CASES, timed=(only,))
+
+
+def isolated_sweep(max_seconds: float, workdir: Path) -> dict[str, Any]:
+    """Each implementation timed in a process of its own (one after the other), merged into one result.
+
+    In one process the libraries' thread pools disturb each other: at T=200, B=128, H=512 rnn_xp took 100 ms alone
+    and 146 ms (median of nine calls) right after a block of JAX calls. A user runs one of them; so does this.
+    Every process still checks its implementation's output against rnn_xp's before timing it."""
+    parts: dict[str, dict[str, Any]] = {}
+    for name in ("rnn_xp", *PEERS):
+        path = workdir / f"{name}.json"
+        command = [sys.executable, __file__, "--only", name, "--max-seconds", str(max_seconds), "--json", str(path)]
+        subprocess.run(command, check=True)
+        parts[name] = json.loads(path.read_text())
+    merged = parts["rnn_xp"]
+    merged["isolated"] = True
+    merged["missing_peers"] = [m for part in parts.values() for m in part["missing_peers"]]
+    peer_rows = {
+        name: {(row["case"]["label"], row["direction"]): row for row in part["rows"]}
+        for name, part in parts.items() if name != "rnn_xp"
+    }
+    for row in merged["rows"]:
+        ours = row["results"]["rnn_xp"].get("median_s")
+        for name, rows in peer_rows.items():
+            theirs = rows.get((row["case"]["label"], row["direction"]))
+            if theirs is None or name not in theirs["results"]:
+                continue
+            row["results"][name] = theirs["results"][name]
+            seconds = theirs["results"][name].get("median_s")
+            if ours and seconds:
+                row["speedup_vs"][name] = seconds / ours
+    return merged
 
 
 def _loop_chosen(case: dict[str, Any]) -> str:
@@ -66,6 +108,8 @@ def markdown(result: dict[str, Any]) -> str:
         by_case.setdefault(row["case"]["label"], {})[row["direction"]] = row
     lines = [
         results.machine_line(result), "",
+        "Each implementation timed in a process of its own." if result.get("isolated") else
+        "All implementations timed in one process, alternating in blocks.", "",
         "Ratio = rnn_xp time / peer time (below 1: rnn_xp faster; **bold**: the goal, <= 1.0, is missed).", "",
         "| T, B, I, H | dirs | loop | fwd ms | fwd vs torch | fwd vs ONNX Runtime | fwd vs JAX jit(scan) "
         "| fwd+bwd ms | fwd+bwd vs torch | fwd+bwd vs JAX jit(grad) |",
@@ -128,11 +172,23 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, default=Path("bench/runs"))
     parser.add_argument("--max-seconds", type=float, default=1.0, help="timing budget per implementation and row")
+    parser.add_argument("--in-process", action="store_true",
+                        help="time every implementation in this one process (their thread pools then disturb each "
+                        "other); by default each is timed in a process of its own")
+    parser.add_argument("--only", choices=("rnn_xp", *PEERS), help=argparse.SUPPRESS)  # one isolated process
+    parser.add_argument("--json", type=Path, help=argparse.SUPPRESS)  # where that process writes its result
     args = parser.parse_args()
     import torch
 
     torch.set_num_threads(os.cpu_count() or 1)  # the same thread count as NumPy's BLAS, ONNX Runtime and XLA
-    result = run_sweep(config(args.max_seconds))
+    if args.only is not None:
+        args.json.write_text(json.dumps(run_sweep(config(args.max_seconds, args.only), progress_bar=False)))
+        return
+    if args.in_process:
+        result = run_sweep(config(args.max_seconds))
+    else:
+        with tempfile.TemporaryDirectory() as workdir:
+            result = isolated_sweep(args.max_seconds, Path(workdir))
     table = markdown(result)
     print(table)
     stem = re.sub(r"[^a-z0-9]+", "-", cpu_model().lower()).strip("-")[:40] + "-cpu-vs-peers"

@@ -220,3 +220,17 @@ def test_sweep_records_the_load_average() -> None:
     if not hasattr(os, "getloadavg"):
         pytest.skip("no load average on this OS")
     assert result["load_average"]["before"] >= 0 and result["load_average"]["after"] >= 0
+
+
+def test_a_sweep_can_time_only_some_implementations_and_still_checks_the_rest() -> None:
+    """bench/cpu_vs_peers.py times each implementation in a process of its own: that process sets up and checks every
+    implementation of the case, but times only its own."""
+    from rnn_xp.benchmark import sweep
+
+    config = sweep.SweepConfig(devices=["cpu"], seq_lens=(3,), batches=(2,), hidden=(4,), input_size=3,
+                               peers=("numpy-loop",), directions=("fwd",), quick=True, max_seconds=0.01,
+                               timed=("numpy-loop",))
+    (row,) = sweep.run_sweep(config, progress_bar=False)["rows"]
+    assert row["results"]["rnn_xp"]["status"] == "not timed" and "median_s" not in row["results"]["rnn_xp"]
+    assert row["results"]["numpy-loop"]["status"] == "ok" and row["results"]["numpy-loop"]["median_s"] > 0
+    assert row["results"]["numpy-loop"]["max_abs_diff"] < 1e-5

@@ -55,6 +55,9 @@ class SweepConfig:
     quick: bool = False
     max_seconds: float = 2.0  # timing budget per implementation and row
     extra_cases: Sequence[Case] = field(default_factory=tuple)
+    # Only these implementations are timed (all are still set up and checked against rnn_xp's output); None: all.
+    # A harness that times each implementation in its own process (bench/cpu_vs_peers.py) sets one name per process.
+    timed: Sequence[str] | None = None
 
     def cases(self) -> list[Case]:
         grid = [
@@ -231,7 +234,10 @@ def _measure_case(
     for direction in config.directions:
         method = "forward" if direction == "fwd" else "train_step"
         flops = case.forward_flops() if direction == "fwd" else case.train_flops()
-        timed = [p for p in runnable if direction == "fwd" or p.trains]
+        timed = [
+            p for p in runnable
+            if (direction == "fwd" or p.trains) and (config.timed is None or p.name in config.timed)
+        ]
         timings = measure_alternating(
             {p.name: getattr(p, method) for p in timed},
             synchronize={p.name: p.synchronize for p in timed},
@@ -245,7 +251,9 @@ def _measure_case(
         results: dict[str, dict[str, Any]] = {}
         for name, status in statuses.items():
             entry = dict(status)
-            if entry["status"] == "ok" and name not in timings:  # a forward-only peer on a training row
+            if entry["status"] == "ok" and config.timed is not None and name not in config.timed:
+                entry["status"] = "not timed"  # set up and checked only (timed in another process)
+            elif entry["status"] == "ok" and name not in timings:  # a forward-only peer on a training row
                 entry = {"status": "unsupported", "reason": "forward only"}
             if name in timings:
                 seconds = timings[name].median
