@@ -60,6 +60,7 @@ def test_each_worker_is_pinned_to_a_cpu_of_its_own() -> None:
 
 
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
+@pytest.mark.filterwarnings("ignore:os.fork:RuntimeWarning")  # JAX, when loaded, warns of any fork
 def test_a_forked_child_runs_parallel_sections() -> None:
     _workers.run([lambda: None, lambda: None])  # the parent's workers exist before the fork
     read, write = os.pipe()

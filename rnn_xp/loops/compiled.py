@@ -13,18 +13,18 @@ numba is imported, and the kernels compiled (or loaded from numba's on-disk cach
 from __future__ import annotations
 
 import importlib.util
-import os
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from functools import cache, partial
 from typing import Any
 
 import numpy as np
 
+from rnn_xp.loops import _workers
+
 TRUNCATES = False
 
-# Below this many multiply-adds (T*B*H*H per direction) a layer runs on the calling thread: handing work to a thread
-# and back costs tens of microseconds, the time of about a million multiply-adds here.
+# Below this many multiply-adds (T*B*H*H per direction) a layer runs on the calling thread: handing work to the
+# workers and back costs about 40 microseconds (rnn_xp.loops._workers), the time of about two million multiply-adds.
 MIN_PARALLEL_WORK = 1 << 21
 
 
@@ -40,14 +40,8 @@ def _kernels() -> Any:
     return _kernels
 
 
-@cache
 def _cores() -> int:
-    return os.cpu_count() or 1
-
-
-@cache
-def _pool() -> ThreadPoolExecutor:
-    return ThreadPoolExecutor(max_workers=max(1, _cores() - 1), thread_name_prefix="rnn_xp")
+    return _workers.count()
 
 
 def _units(directions: int, num_steps: int, batch: int, hidden: int) -> list[tuple[int, int, int]]:
@@ -62,14 +56,8 @@ def _units(directions: int, num_steps: int, batch: int, hidden: int) -> list[tup
 
 
 def _run(calls: list[Callable[[], None]]) -> None:
-    """Run the calls (numba kernels that release the GIL): all but the first on the pool, the first here."""
-    if len(calls) == 1:
-        calls[0]()
-        return
-    futures = [_pool().submit(call) for call in calls[1:]]
-    calls[0]()
-    for future in futures:
-        future.result()
+    """Run the calls (numba kernels that release the GIL) at once on the pinned workers."""
+    _workers.run(calls)
 
 
 def _lengths(lengths: np.ndarray | None, num_steps: int, batch: int) -> np.ndarray:
