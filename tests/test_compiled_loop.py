@@ -208,3 +208,4 @@ def test_info_reports_the_compiled_loop(monkeypatch: pytest.MonkeyPatch) -> None
     assert machine.paths()["cpu (compiled loop, numba)"] == "available"
     monkeypatch.setattr(machine, "_found", lambda module: module != "numba")
     assert machine.paths()["cpu (compiled loop, numba)"] == "unavailable: numba not installed"
+
