@@ -3,7 +3,8 @@
 Per step of one direction, each loop's time is modelled as
 ``constant + per_weight * H*H + per_product * B*H*H + per_element * B*H`` (call overhead; reading W_hh once a step,
 which dominates a matrix-vector product at small B; the multiply-adds; the activation and writes), and the compiled
-loop pays once per call ``per_transpose * H*H`` (it copies W_hh^T to contiguous memory). The constants are not
+loop pays once per call ``per_transpose * H*H`` (it makes W_hh^T contiguous; charged as if it were never kept, as
+in training, where every step changes W_hh, though :mod:`rnn_xp.loops._transposes` keeps it while W_hh is unchanged). The constants are not
 hard-coded: on the first selection for a dtype, :func:`calibrate` times both loops on twelve shapes,
 (B, H) in {1, 4, 16, 64} x {32, 128, 256}, T = 24, best of five after an untimed pass, and fits them by least squares
 (relative error); the fit is kept for the rest of the process (about half a second, plus numba's first compile,
@@ -84,7 +85,7 @@ def model(dtype: str) -> CostModel:
 
 def calibrate(dtype: str) -> CostModel:
     """Time both loops on :data:`CALIBRATION_SHAPES` and fit their step costs."""
-    from rnn_xp.loops import compiled, numpy_inplace
+    from rnn_xp.loops import _transposes, compiled, numpy_inplace
 
     rng = np.random.default_rng(0)
     # A first pass over the shapes, untimed: BLAS's and our thread pools start, numba loads its cache, the clock
@@ -103,11 +104,13 @@ def calibrate(dtype: str) -> CostModel:
         numpy_samples.append((batch, hidden, _seconds_per_step(numpy_inplace, projection, weight, transposes=False)))
         compiled_samples.append((batch, hidden, _seconds_per_step(compiled, projection, weight, transposes=True)))
     weight = rng.standard_normal((512, 512)).astype(dtype)
-    per_transpose = _best_of(REPEATS, lambda: np.ascontiguousarray(weight.T)) / weight.size
+    per_transpose = _best_of(REPEATS, lambda: _transposes.transpose(weight.copy())) / weight.size
     return CostModel(fit(numpy_samples), fit(compiled_samples), per_transpose)
 
 
 def _seconds_per_step(loop: Any, projection: np.ndarray, weight: np.ndarray, *, transposes: bool) -> float:
+    from rnn_xp.loops import _transposes
+
     """One direction's forward over ``projection`` (T, B, H), per step, less the copy of the projection (and of
     W_hh^T for a loop that ``transposes``)."""
     num_steps, batch, hidden = projection.shape
@@ -117,8 +120,8 @@ def _seconds_per_step(loop: Any, projection: np.ndarray, weight: np.ndarray, *, 
         REPEATS, lambda: loop.forward_layer(np, [projection.copy()], [bias], [weight], [h0], None, "tanh")
     )
     seconds -= _best_of(REPEATS, projection.copy)
-    if transposes:
-        seconds -= _best_of(REPEATS, lambda: np.ascontiguousarray(weight.T))
+    if transposes:  # the kept transpose's check (rnn_xp.loops._transposes)
+        seconds -= _best_of(REPEATS, lambda: _transposes.transposed(weight))
     return max(seconds, 1e-9) / num_steps
 
 

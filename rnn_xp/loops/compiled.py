@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from rnn_xp.loops import _workers
+from rnn_xp.loops import _transposes, _workers
 
 TRUNCATES = False
 
@@ -84,7 +84,7 @@ def forward_layer(
         # The projections are the caller's to reuse; a view (never here in practice) would be copied, not written.
         states = states if states.flags.c_contiguous and states.flags.writeable else np.array(states, order="C")
         bias = np.zeros(hidden, dtype=states.dtype) if bias is None else np.ascontiguousarray(bias)
-        arguments.append((states, bias, np.ascontiguousarray(weight_hh.T), np.ascontiguousarray(h0)))
+        arguments.append((states, bias, _transposes.transposed(weight_hh), np.ascontiguousarray(h0)))
     fast_tanh = projections[0].dtype == np.float32
     _run([
         partial(kernels.forward_direction, *arguments[d], inside, relu, d == 1, fast_tanh, first, stop)
