@@ -4,11 +4,11 @@ Per step of one direction, each loop's time is modelled as
 ``constant + per_weight * H*H + per_product * B*H*H + per_element * B*H`` (call overhead; reading W_hh once a step,
 which dominates a matrix-vector product at small B; the multiply-adds; the activation and writes), and the compiled
 loop pays once per call ``per_transpose * H*H`` (it makes W_hh^T contiguous; charged as if it were never kept, as
-in training, where every step changes W_hh, though :mod:`rnn_xp.loops._transposes` keeps it while W_hh is unchanged). The constants are not
-hard-coded: on the first selection for a dtype, :func:`calibrate` times both loops on twelve shapes,
-(B, H) in {1, 4, 16, 64} x {32, 128, 256}, T = 24, best of five after an untimed pass, and fits them by least squares
-(relative error); the fit is kept for the rest of the process (about half a second, plus numba's first compile,
-which numba caches on disk).
+in training, where every step changes W_hh, though :mod:`rnn_xp.loops._transposes` keeps it while W_hh is
+unchanged). The constants are not hard-coded: on the first selection for a dtype, :func:`calibrate` times both loops
+on twelve shapes, (B, H) in {1, 4, 16, 64} x {32, 128, 256}, T = 24, best of five after an untimed pass, and fits
+them by least squares (relative error); the fit is kept for the rest of the process (about half a second, plus
+numba's first compile, which numba caches on disk).
 """
 
 from __future__ import annotations
