@@ -109,10 +109,10 @@ def calibrate(dtype: str) -> CostModel:
 
 
 def _seconds_per_step(loop: Any, projection: np.ndarray, weight: np.ndarray, *, transposes: bool) -> float:
+    """One direction's forward over ``projection`` (T, B, H), per step, less the copy of the projection (and, for a
+    loop that ``transposes``, the check of its kept W_hh^T)."""
     from rnn_xp.loops import _transposes
 
-    """One direction's forward over ``projection`` (T, B, H), per step, less the copy of the projection (and of
-    W_hh^T for a loop that ``transposes``)."""
     num_steps, batch, hidden = projection.shape
     h0 = np.zeros((batch, hidden), dtype=projection.dtype)
     bias = np.zeros(hidden, dtype=projection.dtype)
