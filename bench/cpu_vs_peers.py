@@ -8,10 +8,16 @@ alternating in blocks). Ratio = rnn_xp time / peer time (below 1: rnn_xp faster)
 latency at B=1 for H in {32, 128, 512} next to the arithmetic floor 2·H·(H+I) / (sgemm peak measured in the run).
 Threads: torch and ONNX Runtime get every core (as NumPy's BLAS and XLA take by default).
 
+NumPy's BLAS kernels: ``--openblas-coretype auto`` times every process with ``OPENBLAS_CORETYPE`` removed from its
+environment (OpenBLAS then picks its kernels from the CPU, as on a machine that does not set it); a core name forces
+that core; by default (``inherit``) the environment is left as it is. Only NumPy's OpenBLAS reads the variable (torch
+uses MKL/oneDNN, XLA its own kernels). The table's first line names the kernels that ran, and a forced core is part
+of the file name (``...-openblas-haswell-cpu-vs-peers``).
+
 Writes <out>/<cpu>-cpu-vs-peers.json and .md (default out: bench/runs, which git ignores; the README quotes the
 project's run, kept in bench/results/):
 
-    python bench/cpu_vs_peers.py [--out bench/runs] [--max-seconds 1]     # or: make bench-peers
+    python bench/cpu_vs_peers.py [--out bench/runs] [--max-seconds 1] [--openblas-coretype auto]   # make bench-peers
 """
 
 from __future__ import annotations
@@ -62,7 +68,18 @@ def config(max_seconds: float, only: str | None = None) -> SweepConfig:
                        extra_cases=CASES, timed=(only,))
 
 
-def isolated_sweep(max_seconds: float, workdir: Path) -> dict[str, Any]:
+def environment(openblas_coretype: str) -> dict[str, str]:
+    """The environment the timing processes get: this one, with ``OPENBLAS_CORETYPE`` removed (``auto``), set to a
+    core name, or as it is (``inherit``)."""
+    env = dict(os.environ)
+    if openblas_coretype == "auto":
+        env.pop("OPENBLAS_CORETYPE", None)
+    elif openblas_coretype != "inherit":
+        env["OPENBLAS_CORETYPE"] = openblas_coretype
+    return env
+
+
+def isolated_sweep(max_seconds: float, workdir: Path, env: dict[str, str] | None = None) -> dict[str, Any]:
     """Each implementation timed in a process of its own (one after the other), merged into one result.
 
     In one process the libraries' thread pools disturb each other: at T=200, B=128, H=512 rnn_xp took 100 ms alone
@@ -72,7 +89,7 @@ def isolated_sweep(max_seconds: float, workdir: Path) -> dict[str, Any]:
     for name in ("rnn_xp", *PEERS):
         path = workdir / f"{name}.json"
         command = [sys.executable, __file__, "--only", name, "--max-seconds", str(max_seconds), "--json", str(path)]
-        subprocess.run(command, check=True)
+        subprocess.run(command, check=True, env=env)
         parts[name] = json.loads(path.read_text())
     merged = parts["rnn_xp"]
     merged["isolated"] = True
@@ -175,6 +192,9 @@ def main() -> None:
     parser.add_argument("--in-process", action="store_true",
                         help="time every implementation in this one process (their thread pools then disturb each "
                         "other); by default each is timed in a process of its own")
+    parser.add_argument("--openblas-coretype", default="inherit", metavar="{inherit,auto,CORE}",
+                        help="NumPy's OpenBLAS kernels in the timing processes: inherit (the environment as it is), "
+                        "auto (OPENBLAS_CORETYPE removed: OpenBLAS's own choice for this CPU) or a core name")
     parser.add_argument("--only", choices=("rnn_xp", *PEERS), help=argparse.SUPPRESS)  # one isolated process
     parser.add_argument("--json", type=Path, help=argparse.SUPPRESS)  # where that process writes its result
     args = parser.parse_args()
@@ -184,14 +204,20 @@ def main() -> None:
     if args.only is not None:
         args.json.write_text(json.dumps(run_sweep(config(args.max_seconds, args.only), progress_bar=False)))
         return
+    env = environment(args.openblas_coretype)
     if args.in_process:
+        if env.get("OPENBLAS_CORETYPE") != os.environ.get("OPENBLAS_CORETYPE"):
+            parser.error("--openblas-coretype: expected inherit with --in-process (OpenBLAS is loaded already), "
+                         f"got {args.openblas_coretype}")
         result = run_sweep(config(args.max_seconds))
     else:
         with tempfile.TemporaryDirectory() as workdir:
-            result = isolated_sweep(args.max_seconds, Path(workdir))
+            result = isolated_sweep(args.max_seconds, Path(workdir), env)
     table = markdown(result)
     print(table)
-    stem = re.sub(r"[^a-z0-9]+", "-", cpu_model().lower()).strip("-")[:40] + "-cpu-vs-peers"
+    forced = env.get("OPENBLAS_CORETYPE")
+    stem = re.sub(r"[^a-z0-9]+", "-", cpu_model().lower()).strip("-")[:40]
+    stem += (f"-openblas-{re.sub(r'[^a-z0-9]+', '-', forced.lower())}" if forced else "") + "-cpu-vs-peers"
     paths = results.save(result, args.out, stem)
     paths["markdown"].write_text(table)
     print(f"wrote {paths['json']} and {paths['markdown']}")

@@ -12,9 +12,9 @@ from typing import Any
 
 import pytest
 
+from rnn_xp.benchmark import machine, results, sweep
 from rnn_xp.benchmark import peak as peak_module
 from rnn_xp.benchmark import peers as peers_module
-from rnn_xp.benchmark import results, sweep
 from rnn_xp.benchmark.cases import Case
 from rnn_xp.benchmark.progress import Progress
 from rnn_xp.benchmark.timing import Timing, is_unstable
@@ -234,3 +234,24 @@ def test_a_sweep_can_time_only_some_implementations_and_still_checks_the_rest() 
     assert row["results"]["rnn_xp"]["status"] == "not timed" and "median_s" not in row["results"]["rnn_xp"]
     assert row["results"]["numpy-loop"]["status"] == "ok" and row["results"]["numpy-loop"]["median_s"] > 0
     assert row["results"]["numpy-loop"]["max_abs_diff"] < 1e-5
+
+
+def test_blas_line_names_openblas_kernels_and_a_forced_core(monkeypatch):
+    """The machine line says which OpenBLAS kernels ran and whether OPENBLAS_CORETYPE chose them (a forced
+    Haswell core halves large-sgemm throughput on an AVX-512 CPU; a result must say so)."""
+    core = machine.openblas_core()
+    if core is None:
+        pytest.skip("NumPy's BLAS is not an OpenBLAS found in this process")
+    assert core.strip() and core.isprintable()
+    monkeypatch.setenv("OPENBLAS_CORETYPE", "Haswell")
+    assert machine.blas().endswith(f", {core} kernels (OPENBLAS_CORETYPE=Haswell)")
+    monkeypatch.delenv("OPENBLAS_CORETYPE")
+    assert machine.blas().endswith(f", {core} kernels")
+
+
+def test_openblas_core_without_proc_maps_is_none(monkeypatch):
+    def unreadable(self, *args, **kwargs):
+        raise OSError("no /proc here")
+
+    monkeypatch.setattr(machine.Path, "read_text", unreadable)
+    assert machine.openblas_core() is None
