@@ -1,135 +1,137 @@
 """The measured cost model that chooses, for NumPy arrays, between the NumPy in-place loop and the compiled loop.
 
-Per step of one direction, each loop's time is modelled as
-``constant + per_weight * H*H + per_product * B*H*H + per_element * B*H`` (call overhead; reading W_hh once a step,
-which dominates a matrix-vector product at small B; the multiply-adds; the activation and writes), and the compiled
-loop pays once per call ``per_transpose * H*H`` (it makes W_hh^T contiguous; charged as if it were never kept, as
-in training, where every step changes W_hh, though :mod:`rnn_xp.loops._transposes` keeps it while W_hh is
-unchanged). The constants are not hard-coded: on the first selection for a dtype, :func:`calibrate` times both loops
-on twelve shapes, (B, H) in {1, 4, 16, 64} x {32, 128, 256}, T = 24, best of five after an untimed pass, and fits
-them by least squares (relative error); the fit is kept for the rest of the process (about half a second, plus
-numba's first compile, which numba caches on disk).
+Per (dtype, B, H) that a process meets, both loops are timed once, on this machine, on that very shape: one
+direction's forward at :data:`SHORT` and :data:`LONG` steps (median of :data:`REPEATS` after an untimed call), which
+gives each loop ``per_call + T * per_step``. The compiled loop also pays for making W_hh^T
+(:func:`rnn_xp.loops._transposes.transpose` of a fresh weight), unless the last call with these very W_hh arrays
+reused the transposes :mod:`rnn_xp.loops._transposes` keeps (inference, streaming; in training every step changes
+W_hh, and the transpose is charged). A call of T steps then runs the loop with the smaller predicted time.
+
+Why per shape, not a formula: an earlier model fitted ``constant + a*H^2 + b*B*H^2 + c*B*H`` per step to twelve
+shapes with H <= 256 and extrapolated. BLAS is not that smooth. With OpenBLAS's SkylakeX kernels on this project's
+AMD EPYC, a B=4, H=512 step costs the NumPy loop 62 us and a B=1 step 12 us (a different GEMM path), so the formula
+sent T=64, B=4, H=512 to the NumPy loop at 4.0 ms where the compiled loop takes 1.3 ms, and T=64, B=8, H=1024 too
+(15.6 vs 9.4 ms). Measuring costs once per shape: from a few hundred microseconds (B=1, H=32) to about 0.1 s at
+the largest measured shape; shapes beyond :data:`MEASURED_PRODUCTS` multiply-adds a step are GEMMs that BLAS (blocked,
+threaded) does best, and go to the NumPy loop unmeasured. Measured at T <= :data:`LONG`, the compiled loop runs on
+one thread (:data:`rnn_xp.loops.compiled.MIN_PARALLEL_WORK`); a long call that it splits over the cores is faster
+than measured, so the model errs towards the NumPy loop there, never towards a slower compiled one.
 """
 
 from __future__ import annotations
 
+import threading
 import time
 from dataclasses import dataclass
-from functools import cache
 from typing import Any
 
 import numpy as np
 
-CALIBRATION_SHAPES = tuple((b, h) for b in (1, 4, 16, 64) for h in (32, 128, 256))
-CALIBRATION_STEPS = 24
-TRUSTED_PRODUCTS = 4 * max(b * h * h for b, h in CALIBRATION_SHAPES)
+SHORT, LONG = 4, 16  # the two lengths each loop is timed at
 REPEATS = 5
+MEASURED_PRODUCTS = 1 << 25  # B*H*H a step: B=32, H=1024 or B=8, H=2048; beyond, the NumPy loop without measuring
+
+_measured: dict[tuple[str, int, int], ShapeCost] = {}
+_lock = threading.Lock()
 
 
 @dataclass(frozen=True)
-class StepCost:
-    """Seconds per step of one direction: ``constant + per_weight * H*H + per_product * B*H*H + per_element * B*H``."""
+class LoopCost:
+    """Seconds of one direction's forward of T steps: ``per_call + T * per_step``."""
 
-    constant: float
-    per_weight: float
-    per_product: float
-    per_element: float
+    per_call: float
+    per_step: float
 
-    def seconds(self, batch: int, hidden: int) -> float:
-        return (
-            self.constant + self.per_weight * hidden * hidden + self.per_product * batch * hidden * hidden
-            + self.per_element * batch * hidden
-        )
+    def seconds(self, steps: int) -> float:
+        return self.per_call + steps * self.per_step
+
+    @classmethod
+    def from_times(cls, short_seconds: float, long_seconds: float) -> LoopCost:
+        """The line through (:data:`SHORT`, ``short_seconds``) and (:data:`LONG`, ``long_seconds``); noise that makes
+        either part negative is clipped to 0."""
+        per_step = max(0.0, (long_seconds - short_seconds) / (LONG - SHORT))
+        return cls(max(0.0, short_seconds - SHORT * per_step), per_step)
 
 
 @dataclass(frozen=True)
-class CostModel:
-    """Both loops' step costs for one dtype, and the compiled loop's per-call transpose cost (seconds per H*H)."""
+class ShapeCost:
+    """Both loops' costs for one (dtype, B, H), and the compiled loop's cost of making W_hh^T (seconds a call)."""
 
-    numpy: StepCost
-    compiled: StepCost
-    per_transpose: float
+    numpy: LoopCost
+    compiled: LoopCost
+    transpose: float
 
-    def prefers_compiled(self, steps: int, batch: int, hidden: int) -> bool:
-        """Whether the compiled loop is predicted faster for a (T, B, H) direction.
-
-        The fit is trusted only up to :data:`TRUSTED_PRODUCTS` multiply-adds a step (4x the largest calibrated
-        shape): beyond, a step is a GEMM that BLAS (blocked, threaded) does better, and a slope measured on small
-        shapes, noisy on a busy machine, would otherwise decide by extrapolation (it once sent B=512, H=1024 to the
-        compiled loop)."""
-        if batch * hidden * hidden > TRUSTED_PRODUCTS:
-            return False
-        compiled = steps * self.compiled.seconds(batch, hidden) + self.per_transpose * hidden * hidden
-        return compiled < steps * self.numpy.seconds(batch, hidden)
+    def prefers_compiled(self, steps: int, *, transpose_kept: bool = False) -> bool:
+        compiled = self.compiled.seconds(steps) + (0.0 if transpose_kept else self.transpose)
+        return compiled < self.numpy.seconds(steps)
 
 
-def fit(samples: list[tuple[int, int, float]]) -> StepCost:
-    """Least-squares fit (relative error, non-negative constants) of :class:`StepCost` to (B, H, seconds) samples."""
-    features = np.array([[1.0, h * h, b * h * h, b * h] for b, h, _ in samples])
-    seconds = np.array([s for _, _, s in samples])
-    weighted = features / seconds[:, None]
-    solution = np.linalg.lstsq(weighted, np.ones_like(seconds), rcond=None)[0]
-    if np.any(solution < 0):  # refit without the negative terms (noise on a busy machine)
-        keep = solution >= 0
-        solution = np.zeros(features.shape[1])
-        solution[keep] = np.linalg.lstsq(weighted[:, keep], np.ones_like(seconds), rcond=None)[0]
-    constant, per_weight, per_product, per_element = (max(0.0, float(v)) for v in solution)
-    return StepCost(constant, per_weight, per_product, per_element)
+def prefers_compiled(dtype: str, steps: int, batch: int, hidden: int, *, transpose_kept: bool = False) -> bool:
+    """Whether the compiled loop is measured faster for a (T, B, H) direction of ``dtype`` ("float32"/"float64");
+    ``transpose_kept``: W_hh^T is expected to be reused, not made."""
+    if batch * hidden * hidden > MEASURED_PRODUCTS:
+        return False
+    return shape_cost(dtype, batch, hidden).prefers_compiled(steps, transpose_kept=transpose_kept)
 
 
-@cache
-def model(dtype: str) -> CostModel:
-    """The calibrated model for ``dtype`` ("float32" or "float64"), measured once per process."""
-    return calibrate(dtype)
+def shape_cost(dtype: str, batch: int, hidden: int) -> ShapeCost:
+    """The costs of (dtype, B, H), measured on the first request of the process and kept (thread-safe)."""
+    key = (dtype, batch, hidden)
+    cost = _measured.get(key)
+    if cost is None:
+        with _lock:
+            cost = _measured.get(key)
+            if cost is None:
+                cost = _measured[key] = measure(dtype, batch, hidden)
+    return cost
 
 
-def calibrate(dtype: str) -> CostModel:
-    """Time both loops on :data:`CALIBRATION_SHAPES` and fit their step costs."""
+def measure(dtype: str, batch: int, hidden: int) -> ShapeCost:
+    """Time both loops on one direction of (B, H) in ``dtype`` at :data:`SHORT` and :data:`LONG` steps."""
     from rnn_xp.loops import _transposes, compiled, numpy_inplace
 
     rng = np.random.default_rng(0)
-    # A first pass over the shapes, untimed: BLAS's and our thread pools start, numba loads its cache, the clock
-    # rises; a fresh process otherwise charges all that to the first shapes and skews the fit.
-    for batch, hidden in CALIBRATION_SHAPES:
-        projection = rng.standard_normal((CALIBRATION_STEPS, batch, hidden)).astype(dtype)
-        weight = rng.standard_normal((hidden, hidden)).astype(dtype)
-        h0 = np.zeros((batch, hidden), dtype=dtype)
-        for loop in (numpy_inplace, compiled):
-            loop.forward_layer(np, [projection.copy()], [None], [weight * 0], [h0], None, "tanh")
-    numpy_samples: list[tuple[int, int, float]] = []
-    compiled_samples: list[tuple[int, int, float]] = []
-    for batch, hidden in CALIBRATION_SHAPES:
-        projection = rng.standard_normal((CALIBRATION_STEPS, batch, hidden)).astype(dtype)
-        weight = (rng.standard_normal((hidden, hidden)) / np.sqrt(hidden)).astype(dtype)
-        numpy_samples.append((batch, hidden, _seconds_per_step(numpy_inplace, projection, weight, transposes=False)))
-        compiled_samples.append((batch, hidden, _seconds_per_step(compiled, projection, weight, transposes=True)))
-    weight = rng.standard_normal((512, 512)).astype(dtype)
-    per_transpose = _best_of(REPEATS, lambda: _transposes.transpose(weight.copy())) / weight.size
-    return CostModel(fit(numpy_samples), fit(compiled_samples), per_transpose)
+    projection = rng.standard_normal((LONG, batch, hidden)).astype(dtype)
+    weight = (rng.standard_normal((hidden, hidden)) / np.sqrt(hidden)).astype(dtype)
+    costs = {}
+    for name, loop in (("numpy", numpy_inplace), ("compiled", compiled)):
+        times = [_forward_seconds(loop, projection[:steps], weight) for steps in (SHORT, LONG)]
+        costs[name] = LoopCost.from_times(*times)
+    transpose = max(0.0, _median_of(lambda: _transposes.transpose(weight.copy())) - _median_of(weight.copy))
+    return ShapeCost(numpy=costs["numpy"], compiled=costs["compiled"], transpose=transpose)
 
 
-def _seconds_per_step(loop: Any, projection: np.ndarray, weight: np.ndarray, *, transposes: bool) -> float:
-    """One direction's forward over ``projection`` (T, B, H), per step, less the copy of the projection (and, for a
-    loop that ``transposes``, the check of its kept W_hh^T)."""
-    from rnn_xp.loops import _transposes
+def _forward_seconds(loop: Any, projection: np.ndarray, weight: np.ndarray) -> float:
+    """One direction's forward over ``projection`` (T, B, H) as a layer runs it: right after the GEMM that makes its
+    input projection (here ``projection @ weight``, into the array the loop works in), less that GEMM alone.
 
+    The GEMM belongs in the timing: OpenBLAS's threads keep spinning for a while after one, and a compiled loop
+    split over the cores then waits for a CPU (measured at T=100, B=64, I=H=256: 7.8 ms in a layer, where the loop
+    alone, timed without the GEMM before it, predicted less than the NumPy loop's 6.4)."""
     num_steps, batch, hidden = projection.shape
+    rows = projection.reshape(num_steps * batch, hidden)
+    work = np.empty_like(projection)
     h0 = np.zeros((batch, hidden), dtype=projection.dtype)
     bias = np.zeros(hidden, dtype=projection.dtype)
-    seconds = _best_of(
-        REPEATS, lambda: loop.forward_layer(np, [projection.copy()], [bias], [weight], [h0], None, "tanh")
-    )
-    seconds -= _best_of(REPEATS, projection.copy)
-    if transposes:  # the kept transpose's check (rnn_xp.loops._transposes)
-        seconds -= _best_of(REPEATS, lambda: _transposes.transposed(weight))
-    return max(seconds, 1e-9) / num_steps
+
+    def project() -> None:
+        np.matmul(rows, weight, out=work.reshape(num_steps * batch, hidden))
+
+    def project_and_run() -> None:
+        project()
+        loop.forward_layer(np, [work], [bias], [weight], [h0], None, "tanh")
+
+    return max(0.0, _median_of(project_and_run) - _median_of(project))
 
 
-def _best_of(repeats: int, call: Any) -> float:
-    call()  # warm-up (and, for the compiled loop, its compile or cache load)
-    best = float("inf")
-    for _ in range(repeats):
+def _median_of(call: Any) -> float:
+    """The median of :data:`REPEATS` timed calls after an untimed one (thread pools start, numba compiles or loads
+    its cache, caches fill). The median, not the best: a compiled loop split over the cores varies from call to call
+    (T=64, B=4, H=512 in a layer: best 1.4 ms, median 2.6), and the choice should fit the typical call."""
+    call()
+    seconds = []
+    for _ in range(REPEATS):
         started = time.perf_counter()
         call()
-        best = min(best, time.perf_counter() - started)
-    return best
+        seconds.append(time.perf_counter() - started)
+    return float(np.median(seconds))

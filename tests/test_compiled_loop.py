@@ -179,21 +179,74 @@ def test_compiled_loop_on_other_arrays_or_without_numba_is_an_error(monkeypatch:
     assert select_loop(np, size=(1000, 1, 32), dtype="float32") is numpy_inplace  # auto falls back
 
 
-def test_the_model_does_not_extrapolate_to_large_gemm_steps() -> None:
-    """A model whose compiled slope came out below NumPy's (noise) still leaves GEMM-sized steps to BLAS."""
-    cheap = _cost.StepCost(constant=1e-7, per_weight=0.0, per_product=1e-13, per_element=0.0)
-    dear = _cost.StepCost(constant=1e-6, per_weight=0.0, per_product=1e-12, per_element=0.0)
-    model = _cost.CostModel(numpy=dear, compiled=cheap, per_transpose=0.0)
-    assert model.prefers_compiled(100, 64, 256)
-    assert not model.prefers_compiled(100, 512, 1024)
+def test_gemm_sized_steps_go_to_blas_unmeasured(monkeypatch: pytest.MonkeyPatch) -> None:
+    def measure(*args: object) -> None:
+        raise AssertionError("a step beyond MEASURED_PRODUCTS was measured")
+
+    monkeypatch.setattr(_cost, "measure", measure)
+    batch, hidden = 64, 1024
+    assert batch * hidden * hidden > _cost.MEASURED_PRODUCTS
+    assert not _cost.prefers_compiled("float32", 100, batch, hidden)
 
 
-def test_fit_recovers_the_constants_of_a_known_cost() -> None:
-    truth = _cost.StepCost(constant=1e-6, per_weight=2e-11, per_product=5e-12, per_element=1e-9)
-    samples = [(b, h, truth.seconds(b, h)) for b, h in _cost.CALIBRATION_SHAPES]
-    fitted = _cost.fit(samples)
-    for name in ("constant", "per_weight", "per_product", "per_element"):
-        assert getattr(fitted, name) == pytest.approx(getattr(truth, name), rel=1e-6)
+def test_each_shape_is_measured_once_and_the_choice_depends_on_length(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The compiled loop here costs more a call (its transpose) and less a step: NumPy for short calls, compiled
+    for long ones; and its kept transpose moves the crossover."""
+    shape = _cost.ShapeCost(numpy=_cost.LoopCost(per_call=5e-6, per_step=2e-6),
+                            compiled=_cost.LoopCost(per_call=20e-6, per_step=0.5e-6), transpose=30e-6)
+    calls: list[tuple[str, int, int]] = []
+
+    def measure(dtype: str, batch: int, hidden: int) -> _cost.ShapeCost:
+        calls.append((dtype, batch, hidden))
+        return shape
+
+    monkeypatch.setattr(_cost, "measure", measure)
+    monkeypatch.setattr(_cost, "_measured", {})
+    assert not _cost.prefers_compiled("float32", 1, 3, 40)
+    assert not _cost.prefers_compiled("float32", 20, 3, 40)  # 45 us + 10 vs 5 + 40: NumPy
+    assert _cost.prefers_compiled("float32", 20, 3, 40, transpose_kept=True)  # 30 vs 45: compiled
+    assert _cost.prefers_compiled("float32", 100, 3, 40)
+    assert calls == [("float32", 3, 40)]
+    _cost.prefers_compiled("float64", 100, 3, 40)
+    assert calls == [("float32", 3, 40), ("float64", 3, 40)]
+
+
+def test_loop_cost_is_the_line_through_two_lengths() -> None:
+    truth = _cost.LoopCost(per_call=7e-6, per_step=3e-6)
+    fitted = _cost.LoopCost.from_times(truth.seconds(_cost.SHORT), truth.seconds(_cost.LONG))
+    assert fitted.per_call == pytest.approx(truth.per_call, rel=1e-9)
+    assert fitted.per_step == pytest.approx(truth.per_step, rel=1e-9)
+    noisy = _cost.LoopCost.from_times(2e-6, 1e-6)  # longer call measured faster: clipped, never negative
+    assert noisy.per_step == 0.0 and noisy.per_call == 2e-6
+
+
+def test_measure_times_both_loops_on_the_shape() -> None:
+    cost = _cost.measure("float32", 2, 24)
+    for loop in (cost.numpy, cost.compiled):
+        assert loop.per_call >= 0.0 and loop.per_step > 0.0
+        assert loop.seconds(1000) < 1.0  # seconds, not microseconds
+    assert cost.transpose >= 0.0
+
+
+def test_selection_charges_the_transpose_unless_it_was_reused(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Calls expect to reuse the kept W_hh^T (not charged) until a call finds a W_hh changed in place (charged on
+    the next call), and a call that then reuses it clears that."""
+    asked: list[bool] = []
+
+    def prefers_compiled(dtype: str, steps: int, batch: int, hidden: int, *, transpose_kept: bool = False) -> bool:
+        asked.append(transpose_kept)
+        return True
+
+    monkeypatch.setattr(_cost, "prefers_compiled", prefers_compiled)
+    rnn = rnn_xp.RNN(3, 8, num_layers=2, bidirectional=True, seed=0, dtype="float32")
+    x = np.zeros((5, 2, 3), dtype=np.float32)
+    rnn(x)
+    rnn(x)
+    rnn.parameters()["weight_hh_l1_reverse"][0, 0] += 1.0  # one of the four changed in place
+    rnn(x)  # finds it changed
+    rnn(x)  # charged; reuses it
+    rnn(x)
+    assert asked == [True, True, True, False, True]
 
 
 def test_import_rnn_xp_does_not_import_numba() -> None:

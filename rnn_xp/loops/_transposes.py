@@ -8,6 +8,10 @@ made from, and reused when a later call's W_hh has the same bits: the check read
 H=512) and needs nothing from the caller, so a weight changed in place (an optimizer's step, ``w *= 0.5``) is seen.
 A changed weight costs the check's first block and a new transpose.
 
+Whether a weight's last call found it changed is remembered (:func:`likely_reused`): the cost model charges the
+compiled loop a transpose only when one is likely to be made (training changes W_hh every step; inference and
+streaming reuse it).
+
 At most :data:`MAX_BYTES` are kept (oldest out first); an entry goes when its weight array is garbage-collected.
 """
 
@@ -24,6 +28,7 @@ MAX_BYTES = 128 << 20
 
 _lock = threading.Lock()
 _kept: OrderedDict[int, tuple[np.ndarray, np.ndarray]] = OrderedDict()  # id(weight) -> (copy of weight, weight^T)
+_reused: dict[int, bool] = {}  # id(weight) -> False when its last transposed() call found the weight changed
 
 
 def _kernels() -> Any:
@@ -56,11 +61,22 @@ def transposed(weight: np.ndarray) -> np.ndarray:
         entry is not None and entry[0].shape == weight.shape and entry[0].dtype == weight.dtype
         and _kernels().same_bits(_bits(entry[0]), _bits(weight))
     ):
+        _reused[key] = True
         return entry[1]
     result = transpose(weight)
     if 2 * weight.nbytes <= MAX_BYTES:
         _keep(key, weight, (weight.copy(), result))
+        _reused[key] = entry is None  # a first transpose is expected to be reused; a changed weight, to change again
     return result
+
+
+def likely_reused(weight: Any) -> bool:
+    """Whether the next :func:`transposed` call for this very array is expected to reuse a kept transpose: unless
+    the last call found the weight changed. An array never seen counts as reused (the first call makes a transpose
+    that inference then keeps): charging it would keep such a weight on the NumPy loop, which makes no transpose,
+    for ever."""
+    with _lock:
+        return _reused.get(id(weight), True) if id(weight) in _kept else True
 
 
 def _keep(key: int, weight: np.ndarray, entry: tuple[np.ndarray, np.ndarray]) -> None:
@@ -69,7 +85,7 @@ def _keep(key: int, weight: np.ndarray, entry: tuple[np.ndarray, np.ndarray]) ->
         _kept[key] = entry
         _kept.move_to_end(key)
         while sum(2 * copy.nbytes for copy, _ in _kept.values()) > MAX_BYTES:
-            _kept.popitem(last=False)
+            _reused.pop(_kept.popitem(last=False)[0], None)
     if fresh:  # the entry goes with its weight (and while the weight lives, no other array can have its id)
         weakref.finalize(weight, _forget, key)
 
@@ -77,9 +93,11 @@ def _keep(key: int, weight: np.ndarray, entry: tuple[np.ndarray, np.ndarray]) ->
 def _forget(key: int) -> None:
     with _lock:
         _kept.pop(key, None)
+        _reused.pop(key, None)
 
 
 def clear() -> None:
     """Drop every kept transpose."""
     with _lock:
         _kept.clear()
+        _reused.clear()
