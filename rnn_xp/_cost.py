@@ -14,8 +14,10 @@ sent T=64, B=4, H=512 to the NumPy loop at 4.0 ms where the compiled loop takes 
 (15.6 vs 9.4 ms). Measuring costs once per shape: from a few hundred microseconds (B=1, H=32) to about 0.1 s at
 the largest measured shape; shapes beyond :data:`MEASURED_PRODUCTS` multiply-adds a step are GEMMs that BLAS (blocked,
 threaded) does best, and go to the NumPy loop unmeasured. Measured at T <= :data:`LONG`, the compiled loop runs on
-one thread (:data:`rnn_xp.loops.compiled.MIN_PARALLEL_WORK`); a long call that it splits over the cores is faster
-than measured, so the model errs towards the NumPy loop there, never towards a slower compiled one.
+one thread (:data:`rnn_xp.loops.compiled.MIN_PARALLEL_WORK`) unless 16 steps are enough to split it over the cores,
+then both lengths are moved to where it splits (a line through a serial and a split call charged the split's
+dispatch to every step: B=8, H=128 measured 6.3-6.8 us a compiled step against 4.7 in a layer). A long call that
+is split though its measured lengths were not is faster than measured: the model errs towards the NumPy loop there.
 """
 
 from __future__ import annotations
@@ -46,11 +48,11 @@ class LoopCost:
         return self.per_call + steps * self.per_step
 
     @classmethod
-    def from_times(cls, short_seconds: float, long_seconds: float) -> LoopCost:
-        """The line through (:data:`SHORT`, ``short_seconds``) and (:data:`LONG`, ``long_seconds``); noise that makes
+    def from_times(cls, short_seconds: float, long_seconds: float, short: int = SHORT, long: int = LONG) -> LoopCost:
+        """The line through (``short``, ``short_seconds``) and (``long``, ``long_seconds``); noise that makes
         either part negative is clipped to 0."""
-        per_step = max(0.0, (long_seconds - short_seconds) / (LONG - SHORT))
-        return cls(max(0.0, short_seconds - SHORT * per_step), per_step)
+        per_step = max(0.0, (long_seconds - short_seconds) / (long - short))
+        return cls(max(0.0, short_seconds - short * per_step), per_step)
 
 
 @dataclass(frozen=True)
@@ -61,17 +63,26 @@ class ShapeCost:
     compiled: LoopCost
     transpose: float
 
-    def prefers_compiled(self, steps: int, *, transpose_kept: bool = False) -> bool:
+    def prefers_compiled(self, steps: int, *, transpose_kept: bool = False, directions: int = 1,
+                         cores: int = 1) -> bool:
+        """The NumPy loop runs the ``directions`` one after the other; the compiled loop runs them at once on
+        ``cores`` cores (:func:`rnn_xp.loops.compiled._units`)."""
         compiled = self.compiled.seconds(steps) + (0.0 if transpose_kept else self.transpose)
-        return compiled < self.numpy.seconds(steps)
+        rounds = -(-directions // max(1, cores))
+        return rounds * compiled < directions * self.numpy.seconds(steps)
 
 
-def prefers_compiled(dtype: str, steps: int, batch: int, hidden: int, *, transpose_kept: bool = False) -> bool:
-    """Whether the compiled loop is measured faster for a (T, B, H) direction of ``dtype`` ("float32"/"float64");
-    ``transpose_kept``: W_hh^T is expected to be reused, not made."""
+def prefers_compiled(dtype: str, steps: int, batch: int, hidden: int, *, transpose_kept: bool = False,
+                     directions: int = 1) -> bool:
+    """Whether the compiled loop is measured faster for a layer of ``directions`` (T, B, H) directions of ``dtype``
+    ("float32"/"float64"); ``transpose_kept``: W_hh^T is expected to be reused, not made."""
     if batch * hidden * hidden > MEASURED_PRODUCTS:
         return False
-    return shape_cost(dtype, batch, hidden).prefers_compiled(steps, transpose_kept=transpose_kept)
+    from rnn_xp.loops import _workers
+
+    return shape_cost(dtype, batch, hidden).prefers_compiled(
+        steps, transpose_kept=transpose_kept, directions=directions, cores=_workers.count()
+    )
 
 
 def shape_cost(dtype: str, batch: int, hidden: int) -> ShapeCost:
@@ -90,13 +101,17 @@ def measure(dtype: str, batch: int, hidden: int) -> ShapeCost:
     """Time both loops on one direction of (B, H) in ``dtype`` at :data:`SHORT` and :data:`LONG` steps."""
     from rnn_xp.loops import _transposes, compiled, numpy_inplace
 
+    # Both lengths on the same side of the compiled loop's split over the cores (it splits from MIN_PARALLEL_WORK
+    # multiply-adds a layer): a line through one serial and one split call would charge the split to every step.
+    split_from = -(-compiled.MIN_PARALLEL_WORK // (batch * hidden * hidden))
+    short, long = (SHORT, LONG) if split_from > LONG or split_from <= SHORT else (split_from, split_from + LONG - SHORT)
     rng = np.random.default_rng(0)
-    projection = rng.standard_normal((LONG, batch, hidden)).astype(dtype)
+    projection = rng.standard_normal((long, batch, hidden)).astype(dtype)
     weight = (rng.standard_normal((hidden, hidden)) / np.sqrt(hidden)).astype(dtype)
     costs = {}
     for name, loop in (("numpy", numpy_inplace), ("compiled", compiled)):
-        times = [_forward_seconds(loop, projection[:steps], weight) for steps in (SHORT, LONG)]
-        costs[name] = LoopCost.from_times(*times)
+        short_seconds, long_seconds = (_forward_seconds(loop, projection[:steps], weight) for steps in (short, long))
+        costs[name] = LoopCost.from_times(short_seconds, long_seconds, short, long)
     transpose = max(0.0, _median_of(lambda: _transposes.transpose(weight.copy())) - _median_of(weight.copy))
     return ShapeCost(numpy=costs["numpy"], compiled=costs["compiled"], transpose=transpose)
 

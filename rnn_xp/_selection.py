@@ -67,13 +67,15 @@ def select_loop(
     size: tuple[int, int, int] | None = None,
     dtype: str | None = None,
     weights_hh: Sequence[Any] = (),
+    directions: int = 1,
 ) -> TimeLoop:
     """The time loop for arrays of ``xp``.
 
     ``generic=True`` (or ``loop="generic"``) asks for the generic Array-API loop anyway; ``loop="numpy"`` or
     ``"compiled"`` force a NumPy loop (NumPy arrays only). With ``loop="auto"``, NumPy arrays of ``size``
     (T, B, H) and ``dtype`` go to the loop the cost model predicts faster (the in-place loop when no size is given);
-    ``weights_hh`` (the layers' W_hh arrays) tell it whether their kept transposes are likely reused.
+    ``weights_hh`` (the layers' W_hh arrays) tell it whether their kept transposes are likely reused, ``directions``
+    how many directions a layer runs (the compiled loop runs them at once).
 
     Raises
     ------
@@ -90,7 +92,7 @@ def select_loop(
         if loop == "compiled" and not compiled.available():
             msg = "loop='compiled' needs numba (pip install 'rnn-xp[fast]'); it is not installed"
             raise ValueError(msg)
-        if loop == "compiled" or (loop == "auto" and _compiled_is_faster(size, dtype, weights_hh)):
+        if loop == "compiled" or (loop == "auto" and _compiled_is_faster(size, dtype, weights_hh, directions)):
             return compiled  # a module implementing the protocol
         return numpy_inplace
     if is_cupy(xp) and not (generic or FORCE_GENERIC):
@@ -100,15 +102,17 @@ def select_loop(
     return generic_loop()
 
 
-def _compiled_is_faster(size: tuple[int, int, int] | None, dtype: str | None, weights_hh: Sequence[Any]) -> bool:
+def _compiled_is_faster(
+    size: tuple[int, int, int] | None, dtype: str | None, weights_hh: Sequence[Any], directions: int
+) -> bool:
     from rnn_xp.loops import _transposes, compiled
 
     if size is None or dtype not in ("float32", "float64") or not compiled.available():
         return False
     from rnn_xp import _cost
 
-    kept = bool(weights_hh) and all(_transposes.likely_reused(weight) for weight in weights_hh)
-    return _cost.prefers_compiled(dtype, *size, transpose_kept=kept)
+    kept = all(_transposes.likely_reused(weight) for weight in weights_hh)  # none given: as for new weights
+    return _cost.prefers_compiled(dtype, *size, transpose_kept=kept, directions=directions)
 
 
 def generic_loop() -> TimeLoop:

@@ -154,7 +154,7 @@ def run_forward(
     dtype = _dtype_name(id(type(call.x.dtype)), call.x.dtype)
     weights_hh = [value for name, value in params.items() if name.startswith("weight_hh")]
     time_loop = select_loop(xp, loop=loop, size=(call.num_steps, call.batch, layout.hidden_size), dtype=dtype,
-                            weights_hh=weights_hh)
+                            weights_hh=weights_hh, directions=layout.num_directions)
     out, h_n, cache = _core.forward(xp, time_loop, x, params, layout, h0, call.lengths, nonlinearity, masks, caller)
     return caller.sequence_out(xp, out), caller.state_out(h_n), cache
 
