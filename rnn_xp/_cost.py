@@ -3,16 +3,17 @@
 Per (dtype, B, H) that a process meets, both loops are timed once, on this machine, on that very shape: one
 direction's forward at :data:`SHORT` and :data:`LONG` steps (median of :data:`REPEATS` after an untimed call), which
 gives each loop ``per_call + T * per_step``. The compiled loop also pays for making W_hh^T
-(:func:`rnn_xp.loops._transposes.transpose` of a fresh weight), unless the last call with these very W_hh arrays
-reused the transposes :mod:`rnn_xp.loops._transposes` keeps (inference, streaming; in training every step changes
-W_hh, and the transpose is charged). A call of T steps then runs the loop with the smaller predicted time.
+(:func:`rnn_xp.loops._transposes.transpose` of a fresh weight) when a call with these very W_hh arrays last found one
+changed (:func:`rnn_xp.loops._transposes.likely_reused`; in training every step changes W_hh, and the transpose is
+charged; inference and streaming reuse the kept one). A call of T steps then runs the loop with the smaller
+predicted time.
 
 Why per shape, not a formula: an earlier model fitted ``constant + a*H^2 + b*B*H^2 + c*B*H`` per step to twelve
 shapes with H <= 256 and extrapolated. BLAS is not that smooth. With OpenBLAS's SkylakeX kernels on this project's
 AMD EPYC, a B=4, H=512 step costs the NumPy loop 62 us and a B=1 step 12 us (a different GEMM path), so the formula
 sent T=64, B=4, H=512 to the NumPy loop at 4.0 ms where the compiled loop takes 1.3 ms, and T=64, B=8, H=1024 too
-(15.6 vs 9.4 ms). Measuring costs once per shape: from a few hundred microseconds (B=1, H=32) to about 0.1 s at
-the largest measured shape; shapes beyond :data:`MEASURED_PRODUCTS` multiply-adds a step are GEMMs that BLAS (blocked,
+(15.6 vs 9.4 ms). Measuring costs once per shape: about 1 ms at B=1, H=128, 10 ms at B=1, H=512, 0.1-0.16 s at
+B=32, H=1024; shapes beyond :data:`MEASURED_PRODUCTS` multiply-adds a step are GEMMs that BLAS (blocked,
 threaded) does best, and go to the NumPy loop unmeasured. Measured at T <= :data:`LONG`, the compiled loop runs on
 one thread (:data:`rnn_xp.loops.compiled.MIN_PARALLEL_WORK`) unless 16 steps are enough to split it over the cores,
 then both lengths are moved to where it splits (a line through a serial and a split call charged the split's

@@ -101,3 +101,15 @@ def test_compiled_forward_sees_an_in_place_weight_update() -> None:
     ours = rnn_forward(x, params, loop="compiled")[0]
     reference = rnn_forward(x, params, loop="numpy")[0]
     np.testing.assert_allclose(ours, reference, rtol=1e-12, atol=1e-14)
+
+
+def test_a_weight_dying_while_the_lock_is_held_is_dropped_later_without_a_hang() -> None:
+    """The finalizer of a weight can run (garbage collection) while this thread holds the lock: it must not wait."""
+    weight = np.ones((4, 4), dtype=np.float32)
+    _transposes.transposed(weight)
+    key = id(weight)
+    with _transposes._lock:
+        del weight  # its finalizer runs here, the lock held
+        assert key in _transposes._forgotten and key in _transposes._kept
+    _transposes.transposed(np.zeros((3, 3), dtype=np.float32))
+    assert key not in _transposes._kept and not _transposes._forgotten

@@ -29,6 +29,7 @@ MAX_BYTES = 128 << 20
 _lock = threading.Lock()
 _kept: OrderedDict[int, tuple[np.ndarray, np.ndarray]] = OrderedDict()  # id(weight) -> (copy of weight, weight^T)
 _reused: dict[int, bool] = {}  # id(weight) -> False when its last transposed() call found the weight changed
+_forgotten: list[int] = []  # ids of weights that died while _lock was held (see _forget)
 
 
 def _kernels() -> Any:
@@ -56,17 +57,19 @@ def transposed(weight: np.ndarray) -> np.ndarray:
         return np.ascontiguousarray(weight.T)
     key = id(weight)
     with _lock:
+        _drop_forgotten()
         entry = _kept.get(key)
     if (
         entry is not None and entry[0].shape == weight.shape and entry[0].dtype == weight.dtype
         and _kernels().same_bits(_bits(entry[0]), _bits(weight))
     ):
-        _reused[key] = True
+        with _lock:
+            _reused[key] = True
         return entry[1]
     result = transpose(weight)
     if 2 * weight.nbytes <= MAX_BYTES:
-        _keep(key, weight, (weight.copy(), result))
-        _reused[key] = entry is None  # a first transpose is expected to be reused; a changed weight, to change again
+        # a first transpose is expected to be reused; one of a changed weight, to change again
+        _keep(key, weight, (weight.copy(), result), reused=entry is None)
     return result
 
 
@@ -74,15 +77,19 @@ def likely_reused(weight: Any) -> bool:
     """Whether the next :func:`transposed` call for this very array is expected to reuse a kept transpose: unless
     the last call found the weight changed. An array never seen counts as reused (the first call makes a transpose
     that inference then keeps): charging it would keep such a weight on the NumPy loop, which makes no transpose,
-    for ever."""
+    for ever. A weight too large to keep, or not C-contiguous, is transposed on every call: False."""
+    if 2 * weight.nbytes > MAX_BYTES or not weight.flags.c_contiguous:
+        return False
     with _lock:
-        return _reused.get(id(weight), True) if id(weight) in _kept else True
+        return _reused.get(id(weight), True)
 
 
-def _keep(key: int, weight: np.ndarray, entry: tuple[np.ndarray, np.ndarray]) -> None:
+def _keep(key: int, weight: np.ndarray, entry: tuple[np.ndarray, np.ndarray], *, reused: bool) -> None:
     with _lock:
+        _drop_forgotten()
         fresh = key not in _kept
         _kept[key] = entry
+        _reused[key] = reused
         _kept.move_to_end(key)
         while sum(2 * copy.nbytes for copy, _ in _kept.values()) > MAX_BYTES:
             _reused.pop(_kept.popitem(last=False)[0], None)
@@ -91,7 +98,23 @@ def _keep(key: int, weight: np.ndarray, entry: tuple[np.ndarray, np.ndarray]) ->
 
 
 def _forget(key: int) -> None:
-    with _lock:
+    """Drop a dead weight's entry. A finalizer runs wherever the garbage collector does, possibly in this module
+    with :data:`_lock` held by the same thread (a full test run hung there): it never waits for the lock, it queues
+    the key when the lock is busy, and the next holder drops it (:func:`_drop_forgotten`)."""
+    if _lock.acquire(blocking=False):
+        try:
+            _kept.pop(key, None)
+            _reused.pop(key, None)
+        finally:
+            _lock.release()
+    else:
+        _forgotten.append(key)  # list.append is atomic
+
+
+def _drop_forgotten() -> None:
+    """With :data:`_lock` held: drop the entries whose weights died while it was busy."""
+    while _forgotten:
+        key = _forgotten.pop()
         _kept.pop(key, None)
         _reused.pop(key, None)
 
