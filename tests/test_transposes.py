@@ -10,7 +10,7 @@ import pytest
 
 import rnn_xp
 from rnn_xp.functional import rnn_forward
-from rnn_xp.loops import _transposes
+from rnn_xp.loops import _aligned, _transposes
 
 pytest.importorskip("numba")
 
@@ -26,6 +26,7 @@ def test_transpose_is_exact(shape: tuple[int, int], dtype: str) -> None:
     weight = np.random.default_rng(0).standard_normal(shape).astype(dtype)
     result = _transposes.transpose(weight)
     assert result.flags.c_contiguous and result.dtype == weight.dtype
+    assert _aligned.is_aligned(result)  # rows of W^T start on cache lines (the kernels' vector loads)
     np.testing.assert_array_equal(result, weight.T)
 
 

@@ -24,6 +24,8 @@ from typing import Any
 
 import numpy as np
 
+from rnn_xp.loops import _aligned
+
 MAX_BYTES = 128 << 20
 
 _lock = threading.Lock()
@@ -39,8 +41,8 @@ def _kernels() -> Any:
 
 
 def transpose(weight: np.ndarray) -> np.ndarray:
-    """weight (M, N) -> a new C-contiguous (N, M) array, weight^T."""
-    out = np.empty((weight.shape[1], weight.shape[0]), dtype=weight.dtype)
+    """weight (M, N) -> a new C-contiguous (N, M) array, weight^T, 64-byte aligned (:mod:`rnn_xp.loops._aligned`)."""
+    out = _aligned.empty((weight.shape[1], weight.shape[0]), weight.dtype)
     _kernels().transpose_into(out, weight)
     return out
 
@@ -54,7 +56,7 @@ def transposed(weight: np.ndarray) -> np.ndarray:
 
     weight: a 2-D float array. Non-contiguous weights are transposed every call and not kept."""
     if not weight.flags.c_contiguous or weight.ndim != 2:
-        return np.ascontiguousarray(weight.T)
+        return _aligned.contiguous(weight.T)
     key = id(weight)
     with _lock:
         _drop_forgotten()

@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from rnn_xp.loops import _transposes, _workers
+from rnn_xp.loops import _aligned, _transposes, _workers
 
 TRUNCATES = False
 
@@ -112,7 +112,7 @@ def backward_layer(
         carry = np.zeros_like(state[0]) if grad_h_n is None else np.array(grad_h_n, order="C")
         arguments.append((
             np.empty_like(state), np.ascontiguousarray(grad_state), np.ascontiguousarray(state),
-            np.ascontiguousarray(weight_hh), carry,
+            _aligned.contiguous(weight_hh), carry,
         ))
     one = states[0].dtype.type(1)
     _run([
