@@ -58,19 +58,32 @@ class LoopCost:
 
 @dataclass(frozen=True)
 class ShapeCost:
-    """Both loops' costs for one (dtype, B, H), and the compiled loop's cost of making W_hh^T (seconds a call)."""
+    """The loops' costs for one (dtype, B, H), and the compiled loop's cost of making W_hh^T (seconds a call).
+
+    ``transposed``: the float32 NumPy loop with its GEMM written (H, B) (:mod:`rnn_xp.loops.numpy_transposed`);
+    None where it is not measured (float64)."""
 
     numpy: LoopCost
     compiled: LoopCost
     transpose: float
+    transposed: LoopCost | None = None
+
+    def prefers_transposed(self, steps: int) -> bool:
+        """Whether the transposed NumPy loop is measured faster than the plain one for T = ``steps``."""
+        return self.transposed is not None and self.transposed.seconds(steps) < self.numpy.seconds(steps)
+
+    def numpy_seconds(self, steps: int) -> float:
+        """One direction's forward in the faster of the NumPy loops."""
+        loop = self.transposed if self.transposed is not None and self.prefers_transposed(steps) else self.numpy
+        return loop.seconds(steps)
 
     def prefers_compiled(self, steps: int, *, transpose_kept: bool = False, directions: int = 1,
                          cores: int = 1) -> bool:
-        """The NumPy loop runs the ``directions`` one after the other; the compiled loop runs them at once on
+        """The NumPy loops run the ``directions`` one after the other; the compiled loop runs them at once on
         ``cores`` cores (:func:`rnn_xp.loops.compiled._units`)."""
         compiled = self.compiled.seconds(steps) + (0.0 if transpose_kept else self.transpose)
         rounds = -(-directions // max(1, cores))
-        return rounds * compiled < directions * self.numpy.seconds(steps)
+        return rounds * compiled < directions * self.numpy_seconds(steps)
 
 
 def prefers_compiled(dtype: str, steps: int, batch: int, hidden: int, *, transpose_kept: bool = False,
@@ -86,6 +99,14 @@ def prefers_compiled(dtype: str, steps: int, batch: int, hidden: int, *, transpo
     )
 
 
+def prefers_transposed(dtype: str, steps: int, batch: int, hidden: int) -> bool:
+    """Whether, of the NumPy loops, the transposed one (:mod:`rnn_xp.loops.numpy_transposed`) is measured faster
+    for T = ``steps``; float32 only, and never beyond :data:`MEASURED_PRODUCTS` (not measured there)."""
+    if dtype != "float32" or batch * hidden * hidden > MEASURED_PRODUCTS:
+        return False
+    return shape_cost(dtype, batch, hidden).prefers_transposed(steps)
+
+
 def shape_cost(dtype: str, batch: int, hidden: int) -> ShapeCost:
     """The costs of (dtype, B, H), measured on the first request of the process and kept (thread-safe)."""
     key = (dtype, batch, hidden)
@@ -99,8 +120,9 @@ def shape_cost(dtype: str, batch: int, hidden: int) -> ShapeCost:
 
 
 def measure(dtype: str, batch: int, hidden: int) -> ShapeCost:
-    """Time both loops on one direction of (B, H) in ``dtype`` at :data:`SHORT` and :data:`LONG` steps."""
-    from rnn_xp.loops import _transposes, compiled, numpy_inplace
+    """Time the loops on one direction of (B, H) in ``dtype`` at :data:`SHORT` and :data:`LONG` steps: the NumPy
+    loop, the compiled loop and, for float32, the transposed NumPy loop."""
+    from rnn_xp.loops import _transposes, compiled, numpy_inplace, numpy_transposed
 
     # Both lengths on the same side of the compiled loop's split over the cores (it splits from MIN_PARALLEL_WORK
     # multiply-adds a layer): a line through one serial and one split call would charge the split to every step.
@@ -110,11 +132,15 @@ def measure(dtype: str, batch: int, hidden: int) -> ShapeCost:
     projection = rng.standard_normal((long, batch, hidden)).astype(dtype)
     weight = (rng.standard_normal((hidden, hidden)) / np.sqrt(hidden)).astype(dtype)
     costs = {}
-    for name, loop in (("numpy", numpy_inplace), ("compiled", compiled)):
+    loops: list[tuple[str, Any]] = [("numpy", numpy_inplace), ("compiled", compiled)]
+    if dtype == "float32":
+        loops.append(("transposed", numpy_transposed))
+    for name, loop in loops:
         short_seconds, long_seconds = (_forward_seconds(loop, projection[:steps], weight) for steps in (short, long))
         costs[name] = LoopCost.from_times(short_seconds, long_seconds, short, long)
     transpose = max(0.0, _median_of(lambda: _transposes.transpose(weight.copy())) - _median_of(weight.copy))
-    return ShapeCost(numpy=costs["numpy"], compiled=costs["compiled"], transpose=transpose)
+    return ShapeCost(numpy=costs["numpy"], compiled=costs["compiled"], transpose=transpose,
+                     transposed=costs.get("transposed"))
 
 
 def _forward_seconds(loop: Any, projection: np.ndarray, weight: np.ndarray) -> float:

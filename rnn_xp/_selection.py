@@ -2,7 +2,9 @@
 
 - NumPy arrays: the compiled loop (:mod:`rnn_xp.loops.compiled`, numba) where the cost model measured on this
   machine (:mod:`rnn_xp._cost`) predicts it faster for the call's (T, B, H) and dtype -- small batches -- else
-  :mod:`rnn_xp.loops.numpy_inplace`; without numba always the latter. ``loop="numpy"``/``"compiled"`` force one;
+  the faster NumPy loop: :mod:`rnn_xp.loops.numpy_transposed` (float32, small B and large H) or
+  :mod:`rnn_xp.loops.numpy_inplace`; without numba always the latter. ``loop="numpy"`` (the plain NumPy loop) or
+  ``"compiled"`` force one;
 - CuPy arrays: :class:`rnn_xp.loops.cuda.CudaLoop`, unless ``RNN_XP_FORCE_GENERIC=1`` (read once, at import) or the
   caller asks for the generic loop;
 - everything else (array-api-strict, torch, JAX), and truncated BPTT everywhere: :mod:`rnn_xp.loops.generic`.
@@ -94,6 +96,10 @@ def select_loop(
             raise ValueError(msg)
         if loop == "compiled" or (loop == "auto" and _compiled_is_faster(size, dtype, weights_hh, directions)):
             return compiled  # a module implementing the protocol
+        if loop == "auto" and _transposed_is_faster(size, dtype):
+            from rnn_xp.loops import numpy_transposed
+
+            return numpy_transposed
         return numpy_inplace
     if is_cupy(xp) and not (generic or FORCE_GENERIC):
         from rnn_xp.loops.cuda import CudaLoop
@@ -113,6 +119,16 @@ def _compiled_is_faster(
 
     kept = all(_transposes.likely_reused(weight) for weight in weights_hh)  # none given: as for new weights
     return _cost.prefers_compiled(dtype, *size, transpose_kept=kept, directions=directions)
+
+
+def _transposed_is_faster(size: tuple[int, int, int] | None, dtype: str | None) -> bool:
+    from rnn_xp.loops import compiled
+
+    if size is None or dtype != "float32" or not compiled.available():  # its fused pass is a numba kernel
+        return False
+    from rnn_xp import _cost
+
+    return _cost.prefers_transposed(dtype, *size)
 
 
 def generic_loop() -> TimeLoop:
