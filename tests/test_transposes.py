@@ -114,3 +114,19 @@ def test_a_weight_dying_while_the_lock_is_held_is_dropped_later_without_a_hang()
         assert key in _transposes._forgotten and key in _transposes._kept
     _transposes.transposed(np.zeros((3, 3), dtype=np.float32))
     assert key not in _transposes._kept and not _transposes._forgotten
+
+
+def test_the_numpy_loop_takes_the_kept_transpose_only_while_the_weight_stays_unchanged() -> None:
+    from rnn_xp.loops.numpy_inplace import _recurrent_right_operand
+
+    weight = np.random.default_rng(3).standard_normal((40, 40))
+    first = _recurrent_right_operand(weight, True)  # a weight never seen: expected reused (inference)
+    assert first.flags.c_contiguous and _aligned.is_aligned(first)
+    np.testing.assert_array_equal(first, weight.T)
+    assert _recurrent_right_operand(weight, True) is first  # unchanged: the kept one
+    weight *= 0.5  # an optimizer's step
+    changed = _recurrent_right_operand(weight, True)  # found changed: a new transpose, and the weight marked
+    np.testing.assert_array_equal(changed, weight.T)
+    view = _recurrent_right_operand(weight, True)  # now expected to change again: the view, no transpose
+    assert view.base is weight and not view.flags.c_contiguous
+    assert _recurrent_right_operand(weight, False).base is weight  # without numba: always the view
