@@ -35,6 +35,11 @@ REPEATS = 5
 MEASURED_PRODUCTS = 1 << 25  # B*H*H a step: B=32, H=1024 or B=8, H=2048; beyond, the NumPy loop without measuring
 
 _measured: dict[tuple[str, int, int], ShapeCost] = {}
+_corrections: dict[tuple[str, int, int], dict[str, float]] = {}  # (dtype, B, H) -> {loop: observed / predicted}
+_ratios: dict[tuple[str, int, int], dict[str, list[float]]] = {}  # the last OBSERVED ratios of each loop
+OBSERVED = 5  # ratios kept a loop and shape
+OBSERVED_FROM = 0.5e-3  # seconds predicted: shorter calls are not observed (their timing is mostly noise)
+MISPREDICTED = 1.5  # a median ratio within (1/1.5, 1.5) corrects nothing, so the choice does not wander
 _lock = threading.Lock()
 
 
@@ -56,55 +61,120 @@ class LoopCost:
         return cls(max(0.0, short_seconds - short * per_step), per_step)
 
 
+LOOPS = ("numpy", "transposed", "compiled")  # names of the loops the model chooses between
+
+
 @dataclass(frozen=True)
 class ShapeCost:
     """The loops' costs for one (dtype, B, H), and the compiled loop's cost of making W_hh^T (seconds a call).
 
     ``transposed``: the float32 NumPy loop with its GEMM written (H, B) (:mod:`rnn_xp.loops.numpy_transposed`);
-    None where it is not measured (float64)."""
+    None where it is not measured (float64). ``corrections``: a loop's observed time over its predicted time in
+    this process's calls (:func:`observe`), which multiplies its prediction; 1 where there is none."""
 
     numpy: LoopCost
     compiled: LoopCost
     transpose: float
     transposed: LoopCost | None = None
 
-    def prefers_transposed(self, steps: int) -> bool:
-        """Whether the transposed NumPy loop is measured faster than the plain one for T = ``steps``."""
-        return self.transposed is not None and self.transposed.seconds(steps) < self.numpy.seconds(steps)
+    def seconds(self, loop: str, steps: int, *, transpose_kept: bool = False, directions: int = 1,
+                cores: int = 1) -> float | None:
+        """Predicted seconds of one layer's recurrence in ``loop`` (one of :data:`LOOPS`), all its directions: the
+        NumPy loops run them one after the other, the compiled loop at once on ``cores`` cores
+        (:func:`rnn_xp.loops.compiled._units`) and pays for W_hh^T unless it is kept. None: not measured."""
+        if loop == "compiled":
+            rounds = -(-directions // max(1, cores))
+            return rounds * (self.compiled.seconds(steps) + (0.0 if transpose_kept else self.transpose))
+        cost = self.numpy if loop == "numpy" else self.transposed
+        return None if cost is None else directions * cost.seconds(steps)
+
+    def fastest(self, steps: int, *, transpose_kept: bool = False, directions: int = 1, cores: int = 1,
+                corrections: dict[str, float] | None = None, among: tuple[str, ...] = LOOPS) -> str:
+        """The loop of ``among`` with the smallest corrected prediction (ties: the earlier one)."""
+        best, best_seconds = among[0], float("inf")
+        for loop in among:
+            seconds = self.seconds(loop, steps, transpose_kept=transpose_kept, directions=directions, cores=cores)
+            if seconds is not None:
+                seconds *= (corrections or {}).get(loop, 1.0)
+                if seconds < best_seconds:
+                    best, best_seconds = loop, seconds
+        return best
+
+    def prefers_transposed(self, steps: int, corrections: dict[str, float] | None = None) -> bool:
+        """Whether the transposed NumPy loop is predicted faster than the plain one for T = ``steps``."""
+        return self.fastest(steps, corrections=corrections, among=("numpy", "transposed")) == "transposed"
 
     def numpy_seconds(self, steps: int) -> float:
-        """One direction's forward in the faster of the NumPy loops."""
-        loop = self.transposed if self.transposed is not None and self.prefers_transposed(steps) else self.numpy
-        return loop.seconds(steps)
+        """One direction's forward in the faster of the NumPy loops (uncorrected)."""
+        seconds = self.seconds("transposed" if self.prefers_transposed(steps) else "numpy", steps)
+        assert seconds is not None
+        return seconds
 
-    def prefers_compiled(self, steps: int, *, transpose_kept: bool = False, directions: int = 1,
-                         cores: int = 1) -> bool:
-        """The NumPy loops run the ``directions`` one after the other; the compiled loop runs them at once on
-        ``cores`` cores (:func:`rnn_xp.loops.compiled._units`)."""
-        compiled = self.compiled.seconds(steps) + (0.0 if transpose_kept else self.transpose)
-        rounds = -(-directions // max(1, cores))
-        return rounds * compiled < directions * self.numpy_seconds(steps)
+    def prefers_compiled(self, steps: int, *, transpose_kept: bool = False, directions: int = 1, cores: int = 1,
+                         corrections: dict[str, float] | None = None) -> bool:
+        return self.fastest(steps, transpose_kept=transpose_kept, directions=directions, cores=cores,
+                            corrections=corrections) == "compiled"
 
 
 def prefers_compiled(dtype: str, steps: int, batch: int, hidden: int, *, transpose_kept: bool = False,
                      directions: int = 1) -> bool:
-    """Whether the compiled loop is measured faster for a layer of ``directions`` (T, B, H) directions of ``dtype``
-    ("float32"/"float64"); ``transpose_kept``: W_hh^T is expected to be reused, not made."""
+    """Whether the compiled loop is predicted fastest for a layer of ``directions`` (T, B, H) directions of
+    ``dtype`` ("float32"/"float64"); ``transpose_kept``: W_hh^T is expected to be reused, not made."""
     if batch * hidden * hidden > MEASURED_PRODUCTS:
         return False
     from rnn_xp.loops import _workers
 
     return shape_cost(dtype, batch, hidden).prefers_compiled(
-        steps, transpose_kept=transpose_kept, directions=directions, cores=_workers.count()
+        steps, transpose_kept=transpose_kept, directions=directions, cores=_workers.count(),
+        corrections=_corrections.get((dtype, batch, hidden)),
     )
 
 
 def prefers_transposed(dtype: str, steps: int, batch: int, hidden: int) -> bool:
-    """Whether, of the NumPy loops, the transposed one (:mod:`rnn_xp.loops.numpy_transposed`) is measured faster
+    """Whether, of the NumPy loops, the transposed one (:mod:`rnn_xp.loops.numpy_transposed`) is predicted faster
     for T = ``steps``; float32 only, and never beyond :data:`MEASURED_PRODUCTS` (not measured there)."""
     if dtype != "float32" or batch * hidden * hidden > MEASURED_PRODUCTS:
         return False
-    return shape_cost(dtype, batch, hidden).prefers_transposed(steps)
+    return shape_cost(dtype, batch, hidden).prefers_transposed(steps, _corrections.get((dtype, batch, hidden)))
+
+
+def observe(dtype: str, steps: int, batch: int, hidden: int, loop: str, seconds: float, *, transpose_kept: bool,
+            directions: int) -> None:
+    """Feedback from a call: one layer's recurrence in ``loop`` took ``seconds`` (the mean over its layers).
+
+    Its ratio to the prediction (held within [1/4, 4]) joins that loop's last :data:`OBSERVED` on (dtype, B, H);
+    from three on, their median is the loop's correction when it is off by :data:`MISPREDICTED` or more (a median:
+    a call stalled once, e.g. 5.2 ms among 1.2-1.3 ms at T=64, B=8, H=512, must not move the choice; the threshold:
+    noise must not make the same call run one loop now and another later, whose results differ in the last bit).
+    Calls predicted under :data:`OBSERVED_FROM` and the first call of a loop on a shape (it may make W_hh^T, warm
+    caches) are not counted. Why: measured at :data:`SHORT` and :data:`LONG` steps, a compiled loop
+    split over the cores was predicted 2.7 ms at T=100, B=64, H=256 and took 5-9 ms in a layer: after the layer's
+    input-projection GEMM OpenBLAS's worker thread spins on a CPU for about 0.1 s, and a call longer than the
+    scheduler's time slice shares that CPU with it. Shapes the model never measured are ignored."""
+    cost = _measured.get((dtype, batch, hidden))
+    if cost is None or seconds <= 0.0:
+        return
+    from rnn_xp.loops import _workers
+
+    predicted = cost.seconds(loop, steps, transpose_kept=transpose_kept, directions=directions,
+                             cores=_workers.count())
+    if not predicted or predicted < OBSERVED_FROM:
+        return
+    ratio = min(4.0, max(0.25, seconds / predicted))
+    key = (dtype, batch, hidden)
+    with _lock:
+        history = _ratios.setdefault(key, {})
+        if loop not in history:  # the first call: not counted
+            history[loop] = []
+            return
+        recent = history[loop]
+        recent.append(ratio)
+        del recent[:-OBSERVED]
+        median = float(np.median(recent))
+        if len(recent) >= 3 and not 1 / MISPREDICTED < median < MISPREDICTED:
+            _corrections.setdefault(key, {})[loop] = median
+        elif loop in _corrections.get(key, {}):
+            del _corrections[key][loop]
 
 
 def shape_cost(dtype: str, batch: int, hidden: int) -> ShapeCost:

@@ -70,6 +70,7 @@ def select_loop(
     dtype: str | None = None,
     weights_hh: Sequence[Any] = (),
     directions: int = 1,
+    transpose_kept: bool | None = None,
 ) -> TimeLoop:
     """The time loop for arrays of ``xp``.
 
@@ -77,7 +78,8 @@ def select_loop(
     ``"compiled"`` force a NumPy loop (NumPy arrays only). With ``loop="auto"``, NumPy arrays of ``size``
     (T, B, H) and ``dtype`` go to the loop the cost model predicts faster (the in-place loop when no size is given);
     ``weights_hh`` (the layers' W_hh arrays) tell it whether their kept transposes are likely reused, ``directions``
-    how many directions a layer runs (the compiled loop runs them at once).
+    how many directions a layer runs (the compiled loop runs them at once); ``transpose_kept``, when given, is
+    that answer already worked out (:func:`transposes_kept`).
 
     Raises
     ------
@@ -94,7 +96,9 @@ def select_loop(
         if loop == "compiled" and not compiled.available():
             msg = "loop='compiled' needs numba (pip install 'rnn-xp[fast]'); it is not installed"
             raise ValueError(msg)
-        if loop == "compiled" or (loop == "auto" and _compiled_is_faster(size, dtype, weights_hh, directions)):
+        if transpose_kept is None:
+            transpose_kept = transposes_kept(weights_hh) if loop == "auto" else True
+        if loop == "compiled" or (loop == "auto" and _compiled_is_faster(size, dtype, transpose_kept, directions)):
             return compiled  # a module implementing the protocol
         if loop == "auto" and _transposed_is_faster(size, dtype):
             from rnn_xp.loops import numpy_transposed
@@ -109,16 +113,41 @@ def select_loop(
 
 
 def _compiled_is_faster(
-    size: tuple[int, int, int] | None, dtype: str | None, weights_hh: Sequence[Any], directions: int
+    size: tuple[int, int, int] | None, dtype: str | None, transpose_kept: bool, directions: int
 ) -> bool:
-    from rnn_xp.loops import _transposes, compiled
+    from rnn_xp.loops import compiled
 
     if size is None or dtype not in ("float32", "float64") or not compiled.available():
         return False
     from rnn_xp import _cost
 
-    kept = all(_transposes.likely_reused(weight) for weight in weights_hh)  # none given: as for new weights
-    return _cost.prefers_compiled(dtype, *size, transpose_kept=kept, directions=directions)
+    return _cost.prefers_compiled(dtype, *size, transpose_kept=transpose_kept, directions=directions)
+
+
+def transposes_kept(weights_hh: Sequence[Any]) -> bool:
+    """Whether the compiled loop's kept W_hh^T are expected to be reused for all these weights (none given: as
+    for new weights, yes); see :func:`rnn_xp.loops._transposes.likely_reused`."""
+    if not weights_hh:
+        return True
+    from rnn_xp.loops import _transposes
+
+    return all(_transposes.likely_reused(weight) for weight in weights_hh)
+
+
+_COST_NAMES = {"rnn_xp.loops.numpy_inplace": "numpy", "rnn_xp.loops.numpy_transposed": "transposed",
+               "rnn_xp.loops.compiled": "compiled"}
+
+
+def observe_loop(time_loop: TimeLoop, size: tuple[int, int, int], dtype: str, seconds: float, *,
+                 transpose_kept: bool, directions: int) -> None:
+    """Feed one call's time loop back to the cost model (:func:`rnn_xp._cost.observe`): ``seconds`` a layer, for
+    the loop that :func:`select_loop` picked with ``loop="auto"`` on NumPy arrays."""
+    name = _COST_NAMES.get(getattr(time_loop, "__name__", ""))
+    if name is None or dtype not in ("float32", "float64"):
+        return
+    from rnn_xp import _cost
+
+    _cost.observe(dtype, *size, name, seconds, transpose_kept=transpose_kept, directions=directions)
 
 
 def _transposed_is_faster(size: tuple[int, int, int] | None, dtype: str | None) -> bool:

@@ -267,3 +267,73 @@ def test_info_reports_the_compiled_loop(monkeypatch: pytest.MonkeyPatch) -> None
     monkeypatch.setattr(machine, "_found", lambda module: module != "numba")
     assert machine.paths()["cpu (compiled loop, numba)"] == "unavailable: numba not installed"
 
+
+
+@pytest.fixture
+def fresh_feedback(monkeypatch: pytest.MonkeyPatch) -> _cost.ShapeCost:
+    """One measured shape (float32, B=3, H=40) on one core; compiled predicted 2x faster than NumPy at T=10."""
+    shape = _cost.ShapeCost(numpy=_cost.LoopCost(per_call=0.0, per_step=2e-3),
+                            compiled=_cost.LoopCost(per_call=0.0, per_step=1e-3), transpose=0.0)
+    monkeypatch.setattr(_cost, "_measured", {("float32", 3, 40): shape})
+    monkeypatch.setattr(_cost, "_ratios", {})
+    monkeypatch.setattr(_cost, "_corrections", {})
+    from rnn_xp.loops import _workers
+
+    monkeypatch.setattr(_workers, "count", lambda: 1)
+    return shape
+
+
+def _observe(loop: str, seconds: float) -> None:
+    _cost.observe("float32", 10, 3, 40, loop, seconds, transpose_kept=True, directions=1)
+
+
+def test_a_loop_observed_slower_than_predicted_loses_the_choice(fresh_feedback: _cost.ShapeCost) -> None:
+    assert _cost.prefers_compiled("float32", 10, 3, 40)  # 10 vs 20 ms predicted
+    _observe("compiled", 99.0)  # the first call of a loop on a shape is not counted
+    for _ in range(2):
+        _observe("compiled", 30e-3)  # 3x the prediction
+    assert _cost.prefers_compiled("float32", 10, 3, 40)  # two ratios: not yet
+    _observe("compiled", 30e-3)
+    assert _cost._corrections[("float32", 3, 40)] == {"compiled": pytest.approx(3.0)}
+    assert not _cost.prefers_compiled("float32", 10, 3, 40)  # 30 vs 20 ms: NumPy
+    for _ in range(3):
+        _observe("compiled", 12e-3)  # 1.2x: within the noise threshold, no correction
+    assert "compiled" not in _cost._corrections[("float32", 3, 40)]
+    assert _cost.prefers_compiled("float32", 10, 3, 40)
+
+
+def test_one_stalled_call_does_not_move_the_choice(fresh_feedback: _cost.ShapeCost) -> None:
+    for seconds in (10e-3, 10e-3, 11e-3, 10e-3, 80e-3, 10e-3):  # first, then one stall among five
+        _observe("compiled", seconds)
+    assert "compiled" not in _cost._corrections.get(("float32", 3, 40), {})
+    assert _cost.prefers_compiled("float32", 10, 3, 40)
+    for _ in range(4):
+        _observe("compiled", 1.0)  # far slower, from now on: held at 4x, and only the last five count
+    assert _cost._corrections[("float32", 3, 40)]["compiled"] == pytest.approx(4.0)
+
+
+def test_observations_of_unmeasured_shapes_and_short_calls_are_ignored(fresh_feedback: _cost.ShapeCost) -> None:
+    tiny = _cost.ShapeCost(numpy=_cost.LoopCost(0.0, 1e-6), compiled=_cost.LoopCost(0.0, 1e-6), transpose=0.0)
+    _cost._measured[("float32", 5, 8)] = tiny  # T=10: 10 us predicted, under OBSERVED_FROM
+    for _ in range(5):
+        _cost.observe("float32", 10, 64, 4096, "numpy", 1.0, transpose_kept=True, directions=1)
+        _cost.observe("float64", 10, 3, 40, "numpy", 1.0, transpose_kept=True, directions=1)
+        _cost.observe("float32", 10, 5, 8, "numpy", 1.0, transpose_kept=True, directions=1)
+    assert _cost._corrections == {} and _cost._ratios == {}
+
+
+def test_layer_calls_feed_their_loop_time_back(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(_cost, "OBSERVED_FROM", 0.0)  # this small layer is predicted well under the threshold
+    monkeypatch.setattr(_cost, "_ratios", {})
+    monkeypatch.setattr(_cost, "_corrections", {})
+    rnn = rnn_xp.RNN(3, 24, num_layers=2, seed=0, dtype="float32")
+    x = np.zeros((30, 2, 3), dtype=np.float32)
+    for _ in range(4):
+        rnn(x)
+    assert rnn._cache is not None and rnn._cache.loop_seconds > 0.0
+    name = {compiled: "compiled", numpy_inplace: "numpy"}.get(rnn._cache.loop, "transposed")
+    assert len(_cost._ratios[("float32", 2, 24)][name]) == 3  # four calls, the first not counted
+    forced = rnn_xp.RNN(3, 24, seed=0, dtype="float32", loop="numpy")
+    forced(x)
+    forced(x)
+    assert "numpy" not in _cost._ratios[("float32", 2, 24)] or name == "numpy"  # forced loops are not observed

@@ -43,7 +43,7 @@ from rnn_xp._checks import (
     check_seed,
     check_truncate,
 )
-from rnn_xp._selection import namespace_of, select_loop
+from rnn_xp._selection import is_numpy, namespace_of, observe_loop, select_loop, transposes_kept
 from rnn_xp.functional import _core
 from rnn_xp.functional._core import ForwardCache
 from rnn_xp.functional._dropout import dropout_masks
@@ -153,9 +153,15 @@ def run_forward(
     h0 = None if call.h0 is None else caller.state_in(call.h0)
     dtype = _dtype_name(id(type(call.x.dtype)), call.x.dtype)
     weights_hh = [value for name, value in params.items() if name.startswith("weight_hh")]
-    time_loop = select_loop(xp, loop=loop, size=(call.num_steps, call.batch, layout.hidden_size), dtype=dtype,
-                            weights_hh=weights_hh, directions=layout.num_directions)
+    size = (call.num_steps, call.batch, layout.hidden_size)
+    feedback = loop == "auto" and is_numpy(xp)  # the cost model chose: its prediction is checked after the call
+    kept = transposes_kept(weights_hh) if feedback else True  # as the selection sees it, before this call
+    time_loop = select_loop(xp, loop=loop, size=size, dtype=dtype, transpose_kept=kept,
+                            directions=layout.num_directions)
     out, h_n, cache = _core.forward(xp, time_loop, x, params, layout, h0, call.lengths, nonlinearity, masks, caller)
+    if feedback:
+        observe_loop(time_loop, size, dtype, cache.loop_seconds / layout.num_layers, transpose_kept=kept,
+                     directions=layout.num_directions)
     return caller.sequence_out(xp, out), caller.state_out(h_n), cache
 
 

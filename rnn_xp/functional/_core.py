@@ -8,6 +8,7 @@ all T*B rows after the loop.
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -36,6 +37,7 @@ class ForwardCache:
     caller: CallerLayout  # how the caller lays out x/out and h0/h_n; backward maps its gradients through it
     out_shape: tuple[int, ...]  # caller layout
     h_n_shape: tuple[int, ...]  # caller layout
+    loop_seconds: float = 0.0  # wall time of the time loop's forward, all layers (fed back to the cost model)
 
 
 def forward(
@@ -67,12 +69,14 @@ def forward(
     layer_inputs: list[Any] = []
     all_states: list[list[Any]] = []
     h_n: list[Any] = []
+    loop_seconds = 0.0
     for layer in range(layout.num_layers):
         flat_input = xp.reshape(layer_input, (num_steps * batch, layer_input.shape[2]))
         projections = [
             xp.reshape(flat_input @ params[key("weight_ih", layer, d)].T, (num_steps, batch, hidden))
             for d in range(directions)
         ]
+        started = time.perf_counter()
         states = loop.forward_layer(
             xp,
             projections,
@@ -82,6 +86,7 @@ def forward(
             lengths,
             nonlinearity,
         )
+        loop_seconds += time.perf_counter() - started
         outputs = states if inside is None else [xp.where(inside, s, xp.zeros_like(s)) for s in states]
         h_n.extend(s[num_steps - 1 if d == 0 else 0, ...] for d, s in enumerate(states))
         layer_inputs.append(layer_input)
@@ -108,6 +113,7 @@ def forward(
         caller=caller,
         out_shape=caller.sequence_shape(num_steps, batch, directions * hidden),
         h_n_shape=caller.state_shape(layout.num_layers * directions, batch, hidden),
+        loop_seconds=loop_seconds,
     )
     return layer_input, xp.stack(h_n), cache
 
