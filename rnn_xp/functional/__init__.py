@@ -32,6 +32,7 @@ from typing import Any
 
 from array_api_compat import device as device_of
 
+from rnn_xp import _cost
 from rnn_xp._checks import (
     check_bool,
     check_call,
@@ -159,7 +160,7 @@ def run_forward(
     time_loop = select_loop(xp, loop=loop, size=size, dtype=dtype, transpose_kept=kept,
                             directions=layout.num_directions)
     out, h_n, cache = _core.forward(xp, time_loop, x, params, layout, h0, call.lengths, nonlinearity, masks, caller)
-    if feedback:
+    if feedback and cache.loop_seconds >= _cost.OBSERVED_FROM / 2:  # shorter calls are never observed: skip the work
         observe_loop(time_loop, size, dtype, cache.loop_seconds / layout.num_layers, transpose_kept=kept,
                      directions=layout.num_directions)
     return caller.sequence_out(xp, out), caller.state_out(h_n), cache
