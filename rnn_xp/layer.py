@@ -23,6 +23,7 @@ from rnn_xp._device import from_numpy, namespace_for, parse_device, to_numpy
 from rnn_xp._selection import namespace_of
 from rnn_xp._threads import PerThread, PerThreadState
 from rnn_xp.functional import ForwardCache, rnn_backward, run_forward
+from rnn_xp.loops import _aligned
 from rnn_xp.params import ParamLayout, init_params
 
 
@@ -235,7 +236,7 @@ class RNN(PerThreadState):
                     "Nothing is cast silently: convert it, or build the layer with the matching dtype"
                 )
                 raise TypeError(msg)
-            loaded[name] = from_numpy(host, self._device)
+            loaded[name] = _on_device(host, self._device)
         self._params, self._cache = loaded, None
 
     def set_parameter(self, name: str, value: Any) -> None:
@@ -330,6 +331,16 @@ class RNN(PerThreadState):
         grad_x, grad_h0, grads = rnn_backward(self._cache, grad_out, grad_h_n, bptt_truncate=bptt_truncate)
         self.grads = grads
         return grad_x, grad_h0
+
+
+def _on_device(host: np.ndarray, device: Any) -> Any:
+    """A copy of ``host`` on ``device``; on the CPU C-contiguous and 64-byte aligned, as :func:`init_params` makes
+    them (the compiled loop reads aligned weights fastest: :mod:`rnn_xp.loops._aligned`)."""
+    if device.kind == "cpu":
+        copy = _aligned.empty(host.shape, host.dtype)
+        copy[...] = host
+        return copy
+    return from_numpy(host, device)
 
 
 def _host_copy(value: Any, argname: str) -> Any:

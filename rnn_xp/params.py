@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 
 from rnn_xp._selection import namespace_of
+from rnn_xp.loops import _aligned
 
 _NAME = re.compile(r"^(weight_ih|weight_hh|bias_ih|bias_hh)_l(\d+)(_reverse)?$")
 
@@ -161,7 +162,7 @@ _CHUNK = 1 << 16  # float64 draws per chunk (512 KiB)
 
 def draw_uniform(rng: np.random.Generator, shape: tuple[int, ...], low: float, high: float, dtype: Any) -> np.ndarray:
     """``rng.uniform(low, high, shape).astype(dtype)``, bit for bit, without the float64 temporary of that size."""
-    out = np.empty(shape, dtype=dtype)
+    out = _aligned.empty(shape, dtype)  # 64-byte aligned: rnn_xp.loops._aligned
     flat = out.reshape(-1)
     for start in range(0, flat.size, _CHUNK):
         draws = rng.random(min(_CHUNK, flat.size - start))
@@ -173,7 +174,7 @@ def draw_uniform(rng: np.random.Generator, shape: tuple[int, ...], low: float, h
 
 def draw_standard_normal(rng: np.random.Generator, shape: tuple[int, ...], dtype: Any) -> np.ndarray:
     """``rng.standard_normal(shape).astype(dtype)``, bit for bit, without the float64 temporary of that size."""
-    out = np.empty(shape, dtype=dtype)
+    out = _aligned.empty(shape, dtype)  # 64-byte aligned: rnn_xp.loops._aligned
     flat = out.reshape(-1)
     for start in range(0, flat.size, _CHUNK):
         draws = rng.standard_normal(min(_CHUNK, flat.size - start))

@@ -337,3 +337,51 @@ def test_layer_calls_feed_their_loop_time_back(monkeypatch: pytest.MonkeyPatch) 
     forced(x)
     forced(x)
     assert "numpy" not in _cost._ratios[("float32", 2, 24)] or name == "numpy"  # forced loops are not observed
+
+
+def test_one_sample_reads_w_hh_itself_when_aligned_or_small() -> None:
+    from rnn_xp.loops import _aligned
+
+    aligned = _aligned.empty((512, 512), np.float32)
+    misaligned = _aligned.empty((512 * 512 + 4,), np.float32)[4:].reshape(512, 512)
+    small = _aligned.empty((200 * 200 + 4,), np.float32)[4:].reshape(200, 200)
+    assert compiled.uses_row_dots(1, [aligned, aligned])
+    assert not compiled.uses_row_dots(1, [aligned, misaligned])  # H=512 misaligned: rows of the kept W^T
+    assert compiled.uses_row_dots(1, [small])
+    assert not compiled.uses_row_dots(2, [aligned])
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("aligned", [True, False])
+def test_one_sample_forward_agrees_with_the_numpy_loop_either_way(dtype: str, aligned: bool) -> None:
+    """B=1, H=261 (past the four-row blocks): W_hh read by rows (aligned: dot products) or through its kept
+    transpose (misaligned), against the NumPy loop; a NaN in one unit's projection stays in that unit."""
+    from rnn_xp.loops import _aligned
+
+    rng = np.random.default_rng(21)
+    steps, hidden = 7, 261
+    storage = _aligned.empty((hidden * hidden + 4,), dtype)
+    weight = (storage[:hidden * hidden] if aligned else storage[4:]).reshape(hidden, hidden)
+    weight[...] = rng.standard_normal((hidden, hidden)) / 16
+    assert compiled.uses_row_dots(1, [weight]) is aligned
+    projection = rng.standard_normal((steps, 1, hidden)).astype(dtype)
+    projection[3, 0, 5] = np.nan
+    bias, h0 = rng.standard_normal(hidden).astype(dtype), rng.standard_normal((1, hidden)).astype(dtype)
+    ours = compiled.forward_layer(np, [projection.copy()], [bias], [weight], [h0], None, "tanh")[0]
+    plain = numpy_inplace.forward_layer(np, [projection.copy()], [bias], [weight], [h0], None, "tanh")[0]
+    assert ours.dtype == np.dtype(dtype)
+    assert np.isnan(ours[3, 0, 5]) and np.isfinite(ours[:3]).all() and np.isfinite(np.delete(ours[3, 0], 5)).all()
+    finite = np.isfinite(plain)
+    np.testing.assert_array_equal(finite, np.isfinite(ours))
+    np.testing.assert_allclose(ours[finite], plain[finite], rtol=0, atol=1e-5 if dtype == "float32" else 1e-12)
+
+
+def test_layer_parameters_are_64_byte_aligned() -> None:
+    from rnn_xp.loops import _aligned
+
+    rnn = rnn_xp.RNN(5, 33, num_layers=2, bidirectional=True, seed=0, dtype="float32")
+    assert all(_aligned.is_aligned(p) for p in rnn.parameters().values())
+    offsets = {k: np.ascontiguousarray(_aligned.empty((v.size + 1,), v.dtype)[1:].reshape(v.shape))
+               for k, v in rnn.parameters().items()}  # a misaligned state dict
+    rnn.load_state_dict({k: v for k, v in offsets.items()})
+    assert all(_aligned.is_aligned(p) and p.flags.c_contiguous for p in rnn.parameters().values())
