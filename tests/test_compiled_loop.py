@@ -385,3 +385,64 @@ def test_layer_parameters_are_64_byte_aligned() -> None:
                for k, v in rnn.parameters().items()}  # a misaligned state dict
     rnn.load_state_dict({k: v for k, v in offsets.items()})
     assert all(_aligned.is_aligned(p) and p.flags.c_contiguous for p in rnn.parameters().values())
+
+
+@pytest.fixture
+def rows_split(monkeypatch: pytest.MonkeyPatch) -> None:
+    """One sample's steps split by rows over the cores for every size (forced), pinned workers assumed."""
+    from rnn_xp.loops import _workers
+
+    monkeypatch.setattr(compiled, "ROW_SPLIT_MIN_HIDDEN", 16)
+    monkeypatch.setattr(compiled, "MIN_PARALLEL_WORK", 0)
+    monkeypatch.setattr(_workers, "pinned", lambda: True)
+
+
+@pytest.mark.parametrize("cores", [2, 4])
+@pytest.mark.parametrize("patience", [0, 10**12], ids=["takes-over-at-once", "waits"])
+@pytest.mark.parametrize("nonlinearity", ["tanh", "relu"])
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_one_sample_split_by_rows_equals_one_thread(cores: int, patience: int, nonlinearity: str, dtype: str,
+                                                    rows_split: None, monkeypatch: pytest.MonkeyPatch) -> None:
+    """H=37 in 2 parts (uneven, bounds on 16s; with 4 cores too, H // 16 caps them), on this machine's workers;
+    padding after step 5; with no patience every part makes every part's units (the same values twice), with
+    endless patience each makes its own."""
+    from rnn_xp.loops import _aligned, _workers
+
+    if _workers.count() < 2:
+        pytest.skip("the parts must run at once: this machine has one CPU")  # (the split itself needs two)
+    monkeypatch.setattr(compiled, "_cores", lambda: cores)
+    monkeypatch.setattr(compiled, "PATIENCE_CYCLES", patience)
+    rng = np.random.default_rng(22)
+    steps, hidden = 9, 37
+    weight = _aligned.empty((hidden, hidden), dtype)
+    weight[...] = rng.standard_normal((hidden, hidden)) / 5
+    projection = rng.standard_normal((steps, 1, hidden)).astype(dtype)
+    bias, h0 = rng.standard_normal(hidden).astype(dtype), rng.standard_normal((1, hidden)).astype(dtype)
+    lengths = np.array([5], dtype=np.int32)
+    assert compiled._row_parts(1, steps, hidden) == min(cores, hidden // 16)
+    split = compiled.forward_layer(np, [projection.copy()], [bias], [weight], [h0], lengths, nonlinearity)[0]
+    monkeypatch.setattr(compiled, "PATIENCE_CYCLES", 10**12 - patience)  # the other way of sharing the units
+    other = compiled.forward_layer(np, [projection.copy()], [bias], [weight], [h0], lengths, nonlinearity)[0]
+    np.testing.assert_array_equal(split, other)  # whoever makes a unit stores the same bits
+    monkeypatch.setattr(compiled, "ROW_SPLIT_MIN_HIDDEN", 1 << 30)
+    single = compiled.forward_layer(np, [projection.copy()], [bias], [weight], [h0], lengths, nonlinearity)[0]
+    np.testing.assert_allclose(split, single, rtol=1e-5 if dtype == "float32" else 1e-12, atol=1e-6)
+    np.testing.assert_array_equal(split[5:], np.broadcast_to(split[4], split[5:].shape))  # padding holds h_4
+
+
+@pytest.mark.parametrize("case", [c for c in GRID if c["unbatched"]][::2],
+                         ids=[case_id(c) for c in GRID if c["unbatched"]][::2])
+def test_one_sample_split_by_rows_matches_torch(case: dict[str, Any], rows_split: None,
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(compiled, "_cores", lambda: 2)
+    data = make_case(case, seed=23)
+    _check(run_rnn_xp(np, case, data, loop="compiled"), torch_reference(case, data), PARITY_RTOL)
+
+
+def test_the_projection_of_a_split_layer_is_made_on_the_calling_thread(rows_split: None,
+                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(compiled, "_cores", lambda: 2)
+    rng = np.random.default_rng(24)
+    flat_input, weight_ih = rng.standard_normal((11, 6)), rng.standard_normal((40, 6))
+    ours = compiled.project(np, flat_input, weight_ih, (11, 1, 40))
+    np.testing.assert_allclose(ours, (flat_input @ weight_ih.T).reshape(11, 1, 40), rtol=1e-12, atol=1e-12)

@@ -72,8 +72,9 @@ def forward(
     loop_seconds = 0.0
     for layer in range(layout.num_layers):
         flat_input = xp.reshape(layer_input, (num_steps * batch, layer_input.shape[2]))
+        project = getattr(loop, "project", None) or _project  # a loop may make its own (TimeLoop's docstring)
         projections = [
-            xp.reshape(flat_input @ params[key("weight_ih", layer, d)].T, (num_steps, batch, hidden))
+            project(xp, flat_input, params[key("weight_ih", layer, d)], (num_steps, batch, hidden))
             for d in range(directions)
         ]
         started = time.perf_counter()
@@ -170,6 +171,11 @@ def backward(
             grad_output = grad_input * cache.dropout_masks[layer - 1] if cache.dropout_masks else grad_input
     ordered = {name: grads[name] for name in layout.names()}
     return grad_input, xp.stack(grad_h0), ordered
+
+
+def _project(xp: Any, flat_input: Any, weight_ih: Any, shape: tuple[int, int, int]) -> Any:
+    """The input projection: flat_input (T*B, I) @ W_ih^T -> (T, B, H), one GEMM."""
+    return xp.reshape(flat_input @ weight_ih.T, shape)
 
 
 def _summed_bias(params: dict[str, Any], layout: ParamLayout, layer: int, direction: int) -> Any | None:

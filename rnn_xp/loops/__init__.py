@@ -33,6 +33,9 @@ class TimeLoop(Protocol):
         (zero on padding), and grad_h0s[d] : (B, H). ``truncate`` is None unless ``TRUNCATES``.
 
     ``TRUNCATES``: whether ``backward_layer`` accepts ``truncate = k`` (see :mod:`rnn_xp.loops.generic`).
+
+    Optional: ``project(xp, flat_input, weight_ih, (T, B, H)) -> (T, B, H)``, the layer's input projection
+    flat_input (T*B, I) @ W_ih^T, when a loop makes it differently from one ``@`` (:mod:`rnn_xp.loops.compiled`).
     """
 
     TRUNCATES: bool

@@ -19,6 +19,8 @@ from typing import Any
 import numba
 import numpy as np
 
+from rnn_xp.loops import _atomics
+
 # tanh(x) ~ x * P(x^2) / Q(x^2) on (-9, 9), +-1 outside (float32 tanh is 1 to the last bit there). The
 # coefficients are our own weighted least-squares fit (tools/fit_tanh.py); in float32 the maximum absolute error is
 # 3.7e-7 (about 3 ulp near 1), with a relative error under 3e-7 near 0.
@@ -181,6 +183,15 @@ def add_row_dots(out: Any, left: Any, weight: Any, first: int, stop: int) -> Non
             j += 1
 
 
+@_jit_reordered_sums
+def row_dot(weights: Any, vector: Any) -> Any:
+    """weights (K,) . vector (K,), its sum reordered (vectorised; see above), in their dtype."""
+    total = weights.dtype.type(0)
+    for k in range(weights.shape[0]):
+        total += weights[k] * vector[k]
+    return total
+
+
 @_jit
 def forward_direction(
     states: Any, bias: Any, weight: Any, h0: Any, lengths: Any, relu: bool, reverse: bool, fast_tanh: bool,
@@ -226,6 +237,69 @@ def forward_direction(
             else:
                 for j in range(hidden):
                     out[j] = np.tanh(out[j])
+
+
+@_jit
+def forward_rows_shared(
+    projection: Any, states: Any, bias: Any, weight: Any, h0: Any, lengths: Any, relu: bool, fast_tanh: bool,
+    bounds: Any, done: Any, part: int, patience: int,
+) -> None:
+    """One of the threads that run one direction of a layer together, split by rows of W_hh: part p makes the hidden
+    units [bounds[p], bounds[p + 1]) of every step, and any part that has waited ``patience`` cycles for another
+    part's units of a step makes them itself.
+
+    projection (T, B, H) = x_t W_ih^T, read only; states (T, B, H), written; weight (H, H) = W_hh itself
+    (dot products with its rows, :func:`row_dot`); bounds (parts + 1,) int64; done (16 * parts,) int64,
+    zeros on entry: done[16 q] is how many steps of part q's units are written (one cache line a part).
+
+    Why it may take over: the parts spin for each other every step, and a CPU taken from one of them (OpenBLAS's
+    worker spins on a CPU for ~0.1 s after every threaded GEMM; the scheduler shares it in millisecond slices) would
+    otherwise stall every part: a first version without this had 90th percentiles of 2.3 ms at T=64, B=1, H=512
+    (median 0.4). Making a step's units twice is harmless: both writers compute the same values from the same
+    inputs (the projection is never overwritten)."""
+    num_steps = states.shape[0]
+    parts = bounds.shape[0] - 1
+    for t in range(num_steps):
+        for r in range(parts):
+            q = (part + r) % parts
+            if r > 0:
+                started = _atomics.cycles()
+                while _atomics.load_acquire(done, q * 16) <= t:
+                    if _atomics.cycles() - started > patience:
+                        break
+                    _atomics.spin_pause()
+            if _atomics.load_acquire(done, q * 16) <= t:
+                _rows_of_step(projection, states, bias, weight, h0, lengths, relu, fast_tanh, t, bounds[q],
+                              bounds[q + 1])
+                _atomics.raise_to(done, q * 16, t + 1)
+
+
+@_jit
+def _rows_of_step(
+    projection: Any, states: Any, bias: Any, weight: Any, h0: Any, lengths: Any, relu: bool, fast_tanh: bool,
+    t: int, first_row: int, stop_row: int,
+) -> None:
+    """Units [first_row, stop_row) of step t (forward direction) for every sample, from the projection, into
+    states (see :func:`forward_rows_shared`). Each unit is stored once, as a function of inputs no part writes
+    during the step: two parts making the same units store the same bits (an in-place ``+=`` would add twice)."""
+    previous = h0 if t == 0 else states[t - 1]
+    for b in range(states.shape[1]):
+        out = states[t, b]
+        if t >= lengths[b]:
+            before = previous[b]
+            for j in range(first_row, stop_row):
+                out[j] = before[j]
+            continue
+        source, vector = projection[t, b], previous[b]
+        for j in range(first_row, stop_row):
+            value = (source[j] + bias[j]) + row_dot(weight[j], vector)
+            if relu:
+                value = value if not value < 0 else 0
+            elif fast_tanh:
+                value = tanh_rational(value)
+            else:
+                value = np.tanh(value)
+            out[j] = value
 
 
 @_jit

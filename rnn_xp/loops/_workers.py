@@ -49,6 +49,11 @@ def _pinning() -> bool:
     return hasattr(os, "sched_setaffinity") and os.environ.get("RNN_XP_PIN_THREADS", "1") != "0"
 
 
+def pinned() -> bool:
+    """Whether each worker is pinned to a CPU of its own (so that pieces spinning for each other never share one)."""
+    return _pinning()
+
+
 def _pin(cpu: int) -> None:
     try:
         os.sched_setaffinity(0, {cpu})  # 0: the calling thread (Linux)

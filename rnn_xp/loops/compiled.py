@@ -27,6 +27,12 @@ TRUNCATES = False
 # workers and back costs about 40 microseconds (rnn_xp.loops._workers), the time of about two million multiply-adds.
 MIN_PARALLEL_WORK = 1 << 21
 
+# From this H one sample's single direction is split by rows of W_hh over the cores (see _row_parts), and a part
+# that has waited this many cycles (~10 us at 2.6 GHz: three steps of a half at H=512) for another's units of a step
+# makes them itself.
+ROW_SPLIT_MIN_HIDDEN = 512
+PATIENCE_CYCLES = 25_000
+
 
 @cache
 def available() -> bool:
@@ -64,6 +70,22 @@ def uses_row_dots(batch: int, weights_hh: list[np.ndarray]) -> bool:
     return batch == 1 and all(_aligned.is_aligned(w) or w.shape[0] <= 256 for w in weights_hh)
 
 
+def _row_parts(directions: int, num_steps: int, hidden: int) -> int:
+    """Into how many row ranges one sample's single direction is split, one per core
+    (:func:`rnn_xp.loops._kernels.forward_rows_shared`): from H = :data:`ROW_SPLIT_MIN_HIDDEN` with enough work,
+    and only with pinned workers (unpinned, two spinning parts may share a CPU); else 1 (one thread).
+
+    Why from H=512: measured in bare calls, T=64, B=1 float32, 2 cores, one thread against two: H=256 122 vs 131
+    us (each step's wait, ~1 us, outweighs the halved reads), H=512 526 vs 347 (each core's half of W_hh, 512 KiB,
+    stays in its own L2; one thread streams all 1 MiB from L3), H=1024 2578 vs 1362."""
+    cores = _cores()
+    if directions != 1 or cores < 2 or hidden < ROW_SPLIT_MIN_HIDDEN or not _workers.pinned():
+        return 1
+    if num_steps * hidden * hidden < MIN_PARALLEL_WORK:
+        return 1
+    return min(cores, hidden // 16)
+
+
 def _run(calls: list[Callable[[], None]]) -> None:
     """Run the calls (numba kernels that release the GIL) at once on the pinned workers."""
     _workers.run(calls)
@@ -73,6 +95,24 @@ def _lengths(lengths: np.ndarray | None, num_steps: int, batch: int) -> np.ndarr
     if lengths is None:
         return np.full(batch, num_steps, dtype=np.int32)
     return np.ascontiguousarray(lengths, dtype=np.int32)
+
+
+def project(xp: Any, flat_input: np.ndarray, weight_ih: np.ndarray, shape: tuple[int, int, int]) -> np.ndarray:
+    """The input projection flat_input (T*B, I) @ W_ih^T -> (T, B, H); by a numba kernel on the calling thread
+    where the forward will split one sample's steps over the cores (:func:`_row_parts`), else by OpenBLAS.
+
+    Why: OpenBLAS runs a GEMM of that size (T=64, I=64, H=512) on its threads, and its worker then spins on a CPU
+    for ~0.1 s; the parts of the split forward wait for each other every step, and one whose CPU it takes holds
+    the call up: T=64, B=1, H=512 in a loop of layer calls, 90th percentile 1.2 ms against a median of 0.41
+    (without OpenBLAS's threads: 0.44 and 0.42). The kernel takes about as long as OpenBLAS on one thread (26 us
+    against 27-33 there)."""
+    num_steps, batch, hidden = shape
+    if batch == 1 and _row_parts(1, num_steps, hidden) > 1 and flat_input.dtype == weight_ih.dtype:
+        out = np.zeros((num_steps * batch, hidden), dtype=flat_input.dtype)
+        _kernels().add_product(out, np.ascontiguousarray(flat_input), _transposes.transposed(weight_ih), 0,
+                               num_steps * batch)
+        return out.reshape(shape)
+    return np.reshape(flat_input @ weight_ih.T, shape)
 
 
 def forward_layer(
@@ -97,6 +137,18 @@ def forward_layer(
         weight = np.ascontiguousarray(weight_hh) if dots else _transposes.transposed(weight_hh)
         arguments.append((states, bias, weight, np.ascontiguousarray(h0)))
     fast_tanh = projections[0].dtype == np.float32
+    parts = _row_parts(len(projections), num_steps, hidden) if dots else 1
+    if parts > 1:
+        projection, bias, weight, h0 = arguments[0]
+        states = np.empty_like(projection)
+        bounds = np.array([hidden * p // parts // 16 * 16 for p in range(parts)] + [hidden], dtype=np.int64)
+        done = np.zeros(16 * parts, dtype=np.int64)
+        _run([
+            partial(kernels.forward_rows_shared, projection, states, bias, weight, h0, inside, relu, fast_tanh,
+                    bounds, done, p, PATIENCE_CYCLES)
+            for p in range(parts)
+        ])
+        return [states]
     _run([
         partial(kernels.forward_direction, *arguments[d], inside, relu, d == 1, fast_tanh, first, stop, dots)
         for d, first, stop in _units(len(projections), num_steps, batch, hidden)
