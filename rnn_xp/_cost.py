@@ -23,6 +23,7 @@ is split though its measured lengths were not is faster than measured: the model
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from dataclasses import dataclass
@@ -37,6 +38,7 @@ MEASURED_PRODUCTS = 1 << 25  # B*H*H a step: B=32, H=1024 or B=8, H=2048; beyond
 _measured: dict[tuple[str, int, int], ShapeCost] = {}
 _corrections: dict[tuple[str, int, int], dict[str, float]] = {}  # (dtype, B, H) -> {loop: observed / predicted}
 _ratios: dict[tuple[str, int, int], dict[str, list[float]]] = {}  # the last OBSERVED ratios of each loop
+_decided: dict[tuple[str, int, int, int, bool, int], bool] = {}  # prefers_compiled's answers, until a correction
 OBSERVED = 5  # ratios kept a loop and shape
 OBSERVED_FROM = 0.5e-3  # seconds predicted: shorter calls are not observed (their timing is mostly noise)
 MISPREDICTED = 1.5  # a median ratio within (1/1.5, 1.5) corrects nothing, so the choice does not wander
@@ -122,12 +124,24 @@ def prefers_compiled(dtype: str, steps: int, batch: int, hidden: int, *, transpo
     ``dtype`` ("float32"/"float64"); ``transpose_kept``: W_hh^T is expected to be reused, not made."""
     if batch * hidden * hidden > MEASURED_PRODUCTS:
         return False
-    from rnn_xp.loops import _workers
+    key = (dtype, steps, batch, hidden, transpose_kept, directions)
+    decided = _decided.get(key)  # the same call again: ~3 us less per call (a B=1 call takes ~80 us)
+    if decided is None:
+        from rnn_xp.loops import _workers
 
-    return shape_cost(dtype, batch, hidden).prefers_compiled(
-        steps, transpose_kept=transpose_kept, directions=directions, cores=_workers.count(),
-        corrections=_corrections.get((dtype, batch, hidden)),
-    )
+        decided = _decided[key] = shape_cost(dtype, batch, hidden).prefers_compiled(
+            steps, transpose_kept=transpose_kept, directions=directions, cores=_workers.count(),
+            corrections=_corrections.get((dtype, batch, hidden)),
+        )
+    return decided
+
+
+def _forget_decisions() -> None:
+    _decided.clear()
+
+
+if hasattr(os, "register_at_fork"):  # a child may run on other CPUs (rnn_xp.loops._workers): decide again there
+    os.register_at_fork(after_in_child=_forget_decisions)
 
 
 def prefers_transposed(dtype: str, steps: int, batch: int, hidden: int) -> bool:
@@ -172,9 +186,12 @@ def observe(dtype: str, steps: int, batch: int, hidden: int, loop: str, seconds:
         del recent[:-OBSERVED]
         median = sorted(recent)[len(recent) // 2]  # (np.median costs ~10 us; a call here may take 0.5 ms)
         if len(recent) >= 3 and not 1 / MISPREDICTED < median < MISPREDICTED:
-            _corrections.setdefault(key, {})[loop] = median
+            if _corrections.setdefault(key, {}).get(loop) != median:
+                _corrections[key][loop] = median
+                _decided.clear()
         elif loop in _corrections.get(key, {}):
             del _corrections[key][loop]
+            _decided.clear()
 
 
 def shape_cost(dtype: str, batch: int, hidden: int) -> ShapeCost:

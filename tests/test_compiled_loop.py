@@ -184,6 +184,7 @@ def test_gemm_sized_steps_go_to_blas_unmeasured(monkeypatch: pytest.MonkeyPatch)
         raise AssertionError("a step beyond MEASURED_PRODUCTS was measured")
 
     monkeypatch.setattr(_cost, "measure", measure)
+    monkeypatch.setattr(_cost, "_decided", {})
     batch, hidden = 64, 1024
     assert batch * hidden * hidden > _cost.MEASURED_PRODUCTS
     assert not _cost.prefers_compiled("float32", 100, batch, hidden)
@@ -202,6 +203,7 @@ def test_each_shape_is_measured_once_and_the_choice_depends_on_length(monkeypatc
 
     monkeypatch.setattr(_cost, "measure", measure)
     monkeypatch.setattr(_cost, "_measured", {})
+    monkeypatch.setattr(_cost, "_decided", {})
     assert not _cost.prefers_compiled("float32", 1, 3, 40)
     assert not _cost.prefers_compiled("float32", 20, 3, 40)  # 45 us + 10 vs 5 + 40: NumPy
     assert _cost.prefers_compiled("float32", 20, 3, 40, transpose_kept=True)  # 30 vs 45: compiled
@@ -275,6 +277,7 @@ def fresh_feedback(monkeypatch: pytest.MonkeyPatch) -> _cost.ShapeCost:
     shape = _cost.ShapeCost(numpy=_cost.LoopCost(per_call=0.0, per_step=2e-3),
                             compiled=_cost.LoopCost(per_call=0.0, per_step=1e-3), transpose=0.0)
     monkeypatch.setattr(_cost, "_measured", {("float32", 3, 40): shape})
+    monkeypatch.setattr(_cost, "_decided", {})
     monkeypatch.setattr(_cost, "_ratios", {})
     monkeypatch.setattr(_cost, "_corrections", {})
     from rnn_xp.loops import _workers

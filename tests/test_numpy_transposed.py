@@ -102,6 +102,7 @@ def test_the_cost_model_picks_the_faster_numpy_loop(monkeypatch: pytest.MonkeyPa
     plain = _cost.ShapeCost(numpy=shape.numpy, compiled=shape.compiled, transpose=0.0)  # float64: not measured
     assert not plain.prefers_transposed(1000) and plain.numpy_seconds(30) == pytest.approx(95e-6)
     monkeypatch.setattr(_cost, "_measured", {("float32", 3, 40): shape})
+    monkeypatch.setattr(_cost, "_decided", {})
     assert _cost.prefers_transposed("float32", 30, 3, 40)
     assert not _cost.prefers_transposed("float64", 30, 3, 40)  # never for float64
     assert not _cost.prefers_transposed("float32", 30, 64, 1 << 13)  # beyond the measured sizes: unmeasured
