@@ -39,6 +39,9 @@ _measured: dict[tuple[str, int, int], ShapeCost] = {}
 _corrections: dict[tuple[str, int, int], dict[str, float]] = {}  # (dtype, B, H) -> {loop: observed / predicted}
 _ratios: dict[tuple[str, int, int], dict[str, list[float]]] = {}  # the last OBSERVED ratios of each loop
 _decided: dict[tuple[str, int, int, int, bool, int], bool] = {}  # prefers_compiled's answers, until a correction
+_generation = [0]  # bumped whenever _decided is dropped: an answer worked out across a drop is not kept
+MAX_DECISIONS = 4096
+_feedback_lock = threading.Lock()  # guards _ratios, _corrections, _decided, _generation
 OBSERVED = 5  # ratios kept a loop and shape
 OBSERVED_FROM = 0.5e-3  # seconds predicted: shorter calls are not observed (their timing is mostly noise)
 MISPREDICTED = 1.5  # a median ratio within (1/1.5, 1.5) corrects nothing, so the choice does not wander
@@ -129,19 +132,34 @@ def prefers_compiled(dtype: str, steps: int, batch: int, hidden: int, *, transpo
     if decided is None:
         from rnn_xp.loops import _workers
 
-        decided = _decided[key] = shape_cost(dtype, batch, hidden).prefers_compiled(
-            steps, transpose_kept=transpose_kept, directions=directions, cores=_workers.count(),
-            corrections=_corrections.get((dtype, batch, hidden)),
-        )
+        cost = shape_cost(dtype, batch, hidden)
+        with _feedback_lock:
+            generation = _generation[0]
+            corrections = dict(_corrections.get((dtype, batch, hidden), {}))
+        decided = cost.prefers_compiled(steps, transpose_kept=transpose_kept, directions=directions,
+                                        cores=_workers.count(), corrections=corrections)
+        with _feedback_lock:
+            if _generation[0] == generation and len(_decided) < MAX_DECISIONS:  # no correction came in between
+                _decided[key] = decided
     return decided
 
 
 def _forget_decisions() -> None:
+    """Drop the kept answers (with :data:`_feedback_lock` held, or in a fresh child)."""
     _decided.clear()
+    _generation[0] += 1
 
 
-if hasattr(os, "register_at_fork"):  # a child may run on other CPUs (rnn_xp.loops._workers): decide again there
-    os.register_at_fork(after_in_child=_forget_decisions)
+def _after_fork_in_child() -> None:
+    # A child may run on other CPUs (rnn_xp.loops._workers): decide again there. Its locks may have been copied
+    # held by a thread of the parent that does not exist here: new ones.
+    global _lock, _feedback_lock
+    _lock, _feedback_lock = threading.Lock(), threading.Lock()
+    _forget_decisions()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 def prefers_transposed(dtype: str, steps: int, batch: int, hidden: int) -> bool:
@@ -149,7 +167,10 @@ def prefers_transposed(dtype: str, steps: int, batch: int, hidden: int) -> bool:
     for T = ``steps``; float32 only, and never beyond :data:`MEASURED_PRODUCTS` (not measured there)."""
     if dtype != "float32" or batch * hidden * hidden > MEASURED_PRODUCTS:
         return False
-    return shape_cost(dtype, batch, hidden).prefers_transposed(steps, _corrections.get((dtype, batch, hidden)))
+    cost = shape_cost(dtype, batch, hidden)
+    with _feedback_lock:
+        corrections = dict(_corrections.get((dtype, batch, hidden), {}))
+    return cost.prefers_transposed(steps, corrections)
 
 
 def observe(dtype: str, steps: int, batch: int, hidden: int, loop: str, seconds: float, *, transpose_kept: bool,
@@ -176,7 +197,7 @@ def observe(dtype: str, steps: int, batch: int, hidden: int, loop: str, seconds:
         return
     ratio = min(4.0, max(0.25, seconds / predicted))
     key = (dtype, batch, hidden)
-    with _lock:
+    with _feedback_lock:  # not _lock, which a measurement holds for up to a second
         history = _ratios.setdefault(key, {})
         if loop not in history:  # the first call: not counted
             history[loop] = []
@@ -188,10 +209,10 @@ def observe(dtype: str, steps: int, batch: int, hidden: int, loop: str, seconds:
         if len(recent) >= 3 and not 1 / MISPREDICTED < median < MISPREDICTED:
             if _corrections.setdefault(key, {}).get(loop) != median:
                 _corrections[key][loop] = median
-                _decided.clear()
+                _forget_decisions()
         elif loop in _corrections.get(key, {}):
             del _corrections[key][loop]
-            _decided.clear()
+            _forget_decisions()
 
 
 def shape_cost(dtype: str, batch: int, hidden: int) -> ShapeCost:

@@ -171,8 +171,8 @@ class RNN(PerThreadState):
         """Move parameters and gradients to ``device`` ("cpu", "cuda", "cuda:N"); drops the forward cache."""
         target = parse_device(device)
         xp = namespace_for(target)
-        params = {name: from_numpy(to_numpy(v), target) for name, v in self._params.items()}
-        grads = {name: from_numpy(to_numpy(v), target) for name, v in self.grads.items()}
+        params = {name: _on_device(to_numpy(v), target) for name, v in self._params.items()}
+        grads = {name: _on_device(to_numpy(v), target) for name, v in self.grads.items()}
         self.forget_every_thread()  # other threads' caches and gradients live on the old device
         self._device, self._xp, self._params, self.grads = target, xp, params, grads
         return self

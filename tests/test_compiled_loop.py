@@ -388,6 +388,8 @@ def test_layer_parameters_are_64_byte_aligned() -> None:
                for k, v in rnn.parameters().items()}  # a misaligned state dict
     rnn.load_state_dict({k: v for k, v in offsets.items()})
     assert all(_aligned.is_aligned(p) and p.flags.c_contiguous for p in rnn.parameters().values())
+    rnn.to("cpu")
+    assert all(_aligned.is_aligned(p) for p in rnn.parameters().values())
 
 
 @pytest.fixture
@@ -444,8 +446,33 @@ def test_one_sample_split_by_rows_matches_torch(case: dict[str, Any], rows_split
 
 def test_the_projection_of_a_split_layer_is_made_on_the_calling_thread(rows_split: None,
                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    from rnn_xp.loops import _kernels
+
     monkeypatch.setattr(compiled, "_cores", lambda: 2)
+    calls: list[int] = []
+    kernel = _kernels.add_product
+    monkeypatch.setattr(_kernels, "add_product", lambda *args: calls.append(1) or kernel(*args))
     rng = np.random.default_rng(24)
     flat_input, weight_ih = rng.standard_normal((11, 6)), rng.standard_normal((40, 6))
     ours = compiled.project(np, flat_input, weight_ih, (11, 1, 40))
     np.testing.assert_allclose(ours, (flat_input @ weight_ih.T).reshape(11, 1, 40), rtol=1e-12, atol=1e-12)
+    assert calls == [1]  # the numba kernel, not OpenBLAS
+    compiled.project(np, np.vstack([flat_input, flat_input]), weight_ih, (11, 2, 40))  # two samples: OpenBLAS
+    assert calls == [1]
+
+
+def test_an_answer_worked_out_while_a_correction_came_in_is_not_kept(fresh_feedback: _cost.ShapeCost,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """Another thread's feedback lands between reading the corrections and keeping the answer: not kept."""
+    original = _cost.ShapeCost.prefers_compiled
+
+    def with_feedback_meanwhile(self: _cost.ShapeCost, *args: Any, **kwargs: Any) -> bool:
+        answer = original(self, *args, **kwargs)
+        for _ in range(4):
+            _observe("compiled", 30e-3)  # 3x the prediction: corrects compiled
+        return answer
+
+    monkeypatch.setattr(_cost.ShapeCost, "prefers_compiled", with_feedback_meanwhile)
+    assert _cost.prefers_compiled("float32", 10, 3, 40)  # worked out before the correction
+    monkeypatch.setattr(_cost.ShapeCost, "prefers_compiled", original)
+    assert not _cost.prefers_compiled("float32", 10, 3, 40)  # worked out again, with it

@@ -117,16 +117,31 @@ def test_a_weight_dying_while_the_lock_is_held_is_dropped_later_without_a_hang()
 
 
 def test_the_numpy_loop_takes_the_kept_transpose_only_while_the_weight_stays_unchanged() -> None:
-    from rnn_xp.loops.numpy_inplace import _recurrent_right_operand
+    from rnn_xp.loops.numpy_inplace import KEEP_FROM_ROWS, _recurrent_right_operand
 
     weight = np.random.default_rng(3).standard_normal((40, 40))
-    first = _recurrent_right_operand(weight, True)  # a weight never seen: expected reused (inference)
+    short = KEEP_FROM_ROWS - 1
+    assert _recurrent_right_operand(weight, True, short).base is weight  # short call, nothing kept: the view
+    assert not _transposes.is_kept(weight)
+    first = _recurrent_right_operand(weight, True, KEEP_FROM_ROWS)  # long enough to make one
     assert first.flags.c_contiguous and _aligned.is_aligned(first)
     np.testing.assert_array_equal(first, weight.T)
-    assert _recurrent_right_operand(weight, True) is first  # unchanged: the kept one
+    assert _recurrent_right_operand(weight, True, short) is first  # kept now: short calls take it too
     weight *= 0.5  # an optimizer's step
-    changed = _recurrent_right_operand(weight, True)  # found changed: a new transpose, and the weight marked
+    changed = _recurrent_right_operand(weight, True, KEEP_FROM_ROWS)  # found changed: a new one, weight marked
     np.testing.assert_array_equal(changed, weight.T)
-    view = _recurrent_right_operand(weight, True)  # now expected to change again: the view, no transpose
+    view = _recurrent_right_operand(weight, True, KEEP_FROM_ROWS)  # expected to change again: the view
     assert view.base is weight and not view.flags.c_contiguous
-    assert _recurrent_right_operand(weight, False).base is weight  # without numba: always the view
+    assert _recurrent_right_operand(weight, False, KEEP_FROM_ROWS).base is weight  # without numba: the view
+
+
+def test_a_new_view_each_short_call_makes_no_transpose() -> None:
+    from rnn_xp.loops import numpy_inplace
+
+    rng = np.random.default_rng(4)
+    weight = rng.standard_normal((40, 40))
+    projection, h0 = rng.standard_normal((4, 8, 40)), np.zeros((8, 40))
+    for _ in range(3):
+        view = weight[:, :]  # a new array object each call, as tensor.numpy() gives
+        numpy_inplace.forward_layer(np, [projection.copy()], [None], [view], [h0], None, "tanh")
+        assert not _transposes.is_kept(view)

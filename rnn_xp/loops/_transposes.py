@@ -75,6 +75,12 @@ def transposed(weight: np.ndarray) -> np.ndarray:
     return result
 
 
+def is_kept(weight: Any) -> bool:
+    """Whether a transpose of this very array is kept (it may still be stale: :func:`transposed` checks)."""
+    with _lock:
+        return id(weight) in _kept
+
+
 def likely_reused(weight: Any) -> bool:
     """Whether the next :func:`transposed` call for this very array is expected to reuse a kept transpose: unless
     the last call found the weight changed. An array never seen counts as reused (the first call makes a transpose

@@ -22,6 +22,10 @@ from rnn_xp.loops import steps
 
 TRUNCATES = False
 
+# From this many rows (T*B) a call makes a kept W_hh^T for a weight that has none (a transpose is ~H^2 element
+# moves, a call T*B*H^2 multiply-adds).
+KEEP_FROM_ROWS = 64
+
 
 def _fused() -> Any | None:
     """The numba kernels, or None without numba."""
@@ -54,7 +58,7 @@ def forward_layer(
     ):
         if bias is not None:
             states += bias
-        weight_hh_t = _recurrent_right_operand(weight_hh, fused is not None)
+        weight_hh_t = _recurrent_right_operand(weight_hh, fused is not None, num_steps * batch)
         recurrent = np.empty_like(h0)
         previous = h0
         relu, fast_tanh = nonlinearity == "relu", states.dtype == np.float32
@@ -78,16 +82,18 @@ def forward_layer(
     return projections
 
 
-def _recurrent_right_operand(weight_hh: np.ndarray, kept_transposes: bool) -> np.ndarray:
+def _recurrent_right_operand(weight_hh: np.ndarray, kept_transposes: bool, rows: int) -> np.ndarray:
     """W_hh^T for the step's ``h @ W_hh^T``: the contiguous copy the compiled loop keeps
-    (:mod:`rnn_xp.loops._transposes`, needs numba) when the weight is expected unchanged since its last call, else
-    the transposed view. OpenBLAS is faster with the contiguous one (float32, one step, us: B=4 H=512 38 vs 57,
-    B=64 H=256 35 vs 43, B=512 H=256 144 vs 156; float64 B=8 H=1024 206 vs 260); a weight that changes every call
-    (training) would pay a new transpose each call, so it keeps the view."""
+    (:mod:`rnn_xp.loops._transposes`, needs numba) when the weight is expected unchanged since its last call and
+    either a transpose is already kept for it or the call is long enough (``rows`` = T*B >= :data:`KEEP_FROM_ROWS`)
+    to pay for making one; else the transposed view. OpenBLAS is faster with the contiguous one (float32, one step,
+    us: B=4 H=512 38 vs 57, B=64 H=256 35 vs 43, B=512 H=256 144 vs 156; float64 B=8 H=1024 206 vs 260).
+    A caller passing a new array each call (a view, ``tensor.numpy()``) would otherwise pay a transpose and a copy
+    each call: 9.8 ms against 0.72 at T=4, B=8, H=1024. A weight that changes every call (training) keeps the view."""
     if kept_transposes:
         from rnn_xp.loops import _transposes
 
-        if _transposes.likely_reused(weight_hh):
+        if _transposes.likely_reused(weight_hh) and (rows >= KEEP_FROM_ROWS or _transposes.is_kept(weight_hh)):
             return _transposes.transposed(weight_hh)
     return weight_hh.T
 
