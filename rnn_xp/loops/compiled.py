@@ -140,7 +140,7 @@ def forward_layer(
     parts = _row_parts(len(projections), num_steps, hidden) if dots else 1
     if parts > 1:
         projection, bias, weight, h0 = arguments[0]
-        states = np.empty_like(projection)
+        states = _aligned.empty(projection.shape, projection.dtype)  # part bounds on 16s: no cache line shared
         bounds = np.array([hidden * p // parts // 16 * 16 for p in range(parts)] + [hidden], dtype=np.int64)
         done = np.zeros(16 * parts, dtype=np.int64)
         _run([
