@@ -33,8 +33,6 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from rnn_xp.benchmark import results
 from rnn_xp.benchmark.cases import Case
 from rnn_xp.benchmark.machine import cpu_model
@@ -112,10 +110,9 @@ def isolated_sweep(max_seconds: float, workdir: Path, env: dict[str, str] | None
 
 
 def _loop_chosen(case: dict[str, Any]) -> str:
-    from rnn_xp._selection import select_loop
+    from rnn_xp._plan import cpu_loop_name
 
-    loop = select_loop(np, size=(case["seq_len"], case["batch"], case["hidden"]), dtype="float32")
-    return loop.__name__.rsplit(".", 1)[-1]
+    return cpu_loop_name("float32", case["batch"], case["hidden"], 2 if case["bidirectional"] else 1)
 
 
 def markdown(result: dict[str, Any]) -> str:

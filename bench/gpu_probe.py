@@ -61,13 +61,13 @@ def forward_times(steps: int, batch: int, hidden: int, *, force_step: bool = Fal
 
     ours, x, reference, x_torch = _layers(steps, batch, hidden)
     if force_step:  # the per-step path at every size, through the core with an explicit loop
+        from rnn_xp._arrays import namespace_of
         from rnn_xp._layout import CallerLayout
-        from rnn_xp._selection import namespace_of
         from rnn_xp.functional import _core
 
         params = ours.state_dict()
         xp = namespace_of(x)
-        loop = CudaLoop(persistent=False)
+        loop = CudaLoop("per_step")
         t_ours = _time(lambda: _core.forward(xp, loop, x, params, ours.layout, None, None, "tanh", [], CallerLayout()))
     else:
         t_ours = _time(lambda: ours(x))

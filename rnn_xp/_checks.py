@@ -4,13 +4,14 @@
 from __future__ import annotations
 
 import numbers
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 from array_api_compat import device as device_of
 
-from rnn_xp._device import to_numpy
+from rnn_xp._arrays import namespace_of, to_numpy
 from rnn_xp._layout import CallerLayout
 from rnn_xp.params import ParamLayout
 
@@ -28,6 +29,32 @@ class Call:
     layout: CallerLayout
     num_steps: int
     batch: int
+
+
+class Checked:
+    """A public attribute whose every assignment, in the constructor or later, goes through ``check`` (which
+    returns the value to keep or raises): ``rnn.dropout = 1.5`` fails as ``RNN(..., dropout=1.5)`` does, and leaves
+    the attribute as it was."""
+
+    def __init__(self, check: Callable[[Any], Any]) -> None:
+        self.check = check
+        self.slot = ""
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.slot = f"_checked_{name}"
+
+    def __get__(self, instance: Any, owner: type | None = None) -> Any:
+        if instance is None:
+            return self
+        return instance.__dict__[self.slot]
+
+    def __set__(self, instance: Any, value: Any) -> None:
+        instance.__dict__[self.slot] = self.check(value)
+
+
+def checked_bool(argname: str) -> Callable[[Any], bool]:
+    """A check for :class:`Checked` that accepts True or False (:func:`check_bool` naming ``argname``)."""
+    return lambda value: check_bool(value, argname)
 
 
 def check_nonlinearity(nonlinearity: Any) -> str:
@@ -229,8 +256,6 @@ def _lengths_to_numpy(lengths: Any) -> np.ndarray:
         return np.asarray(lengths)
     if isinstance(lengths, np.ndarray):
         return lengths
-    from rnn_xp._selection import namespace_of
-
     try:
         namespace_of(lengths, argname="lengths")
     except TypeError:
@@ -253,8 +278,6 @@ def _lengths_to_numpy(lengths: Any) -> np.ndarray:
 def check_grad(
     xp: Any, grad: Any, argname: str, expected_shape: tuple[int, ...], *, dtype: Any, device: Any
 ) -> None:
-    from rnn_xp._selection import namespace_of
-
     if namespace_of(grad, argname=argname) is not xp:
         msg = f"{argname} must be an array of the forward's namespace {xp.__name__}; got {type(grad).__name__}"
         raise TypeError(msg)

@@ -6,8 +6,6 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
-
 _CUDA = re.compile(r"^cuda(?::(\d+))?$")
 
 
@@ -77,38 +75,3 @@ def namespace_for(device: Device) -> Any:
     import array_api_compat.cupy as cupy_namespace
 
     return cupy_namespace
-
-
-def to_numpy(array: Any) -> np.ndarray:
-    """A host NumPy copy (or view) of a NumPy, CuPy, torch or other DLPack/array-protocol array."""
-    if isinstance(array, np.ndarray):
-        return array
-    module = type(array).__module__.split(".")[0]
-    if module == "cupy":
-        return array.get()
-    if module == "torch":
-        return array.detach().cpu().numpy()
-    try:
-        return np.from_dlpack(array)
-    except (TypeError, AttributeError, BufferError, RuntimeError):
-        return np.asarray(array)
-
-
-def place(xp: Any, host: Any, like: Any) -> Any:
-    """``host`` (a NumPy array or nested sequence) as an array of ``xp`` on the device that holds ``like``.
-
-    Training code creates every array this way (or with ``device=device_of(like)``), so a model on ``cuda:1`` gets its
-    data on ``cuda:1`` rather than on the current device."""
-    from array_api_compat import device as device_of
-
-    return xp.asarray(host, device=device_of(like))
-
-
-def from_numpy(host: np.ndarray, device: Device, *, owned: bool = False) -> Any:
-    """Copy a host array onto ``device`` as a NumPy or CuPy array; ``owned=True`` hands over a host array nobody
-    else holds, which the CPU then keeps as it is (no second copy)."""
-    if device.kind == "cpu":
-        return host if owned else np.array(host, copy=True)
-    cupy = import_cupy()
-    with cupy.cuda.Device(device.index):
-        return cupy.asarray(host)

@@ -1,4 +1,5 @@
-"""The ``rnn-xp`` command: ``info``, ``bench``, ``bench compare``, ``train``, ``sample`` (or ``python -m rnn_xp``)."""
+"""The ``rnn-xp`` command: ``info``, ``bench``, ``bench compare``, ``tune``, ``train``, ``sample`` (or
+``python -m rnn_xp``)."""
 
 from __future__ import annotations
 
@@ -205,6 +206,21 @@ def _parser() -> argparse.ArgumentParser:
                        "scheduler at ADDRESS, or of N local worker processes (uses --seq-lens, --batches, --hidden, "
                        "--input-size, --dtype, --max-seconds, --out, --name)")
     bench.set_defaults(run=_bench)
+
+    tune = commands.add_parser(
+        "tune", help="time this machine's loops once and write a plan file that later runs load (opt-in)",
+        description="Time the CPU loops (and the GPU paths, when a GPU is present) on this machine over a grid of "
+        "batch and hidden sizes, and write the choices to a plan file. Every later process loads it on its first "
+        "call; without one, rnn_xp picks loops by a fixed rule. Results stay deterministic: the plan is an input.",
+        epilog="Where the plan goes and is read from: --out, else $RNN_XP_PLAN, else "
+        "$XDG_CACHE_HOME/rnn_xp/plan.json (~/.cache/rnn_xp/plan.json). RNN_XP_PLAN=none ignores any plan.",
+    )
+    tune.add_argument("--out", type=Path, default=None, help="the plan file to write")
+    tune.add_argument("--quick", action="store_true",
+                      help="float32 only, one direction, a short timing budget (about a minute on a 2-core CPU)")
+    tune.add_argument("--budget", type=_positive_float, default=0.1,
+                      help="seconds of timing per loop and shape (more: steadier choices)")
+    tune.set_defaults(run=_tune)
 
     train = commands.add_parser("train", help="train an example: charlm (text) or adding (many-to-one)",
                                 description="Train an example model; every option has a default.")
@@ -437,6 +453,23 @@ def _bench(options: argparse.Namespace) -> int:
     if result["interrupted"]:
         print("interrupted: kept the rows measured before Ctrl-C", file=sys.stderr)
         return 130
+    return 0
+
+
+def _tune(options: argparse.Namespace) -> int:
+    from rnn_xp import tuning
+
+    path = options.out if options.out is not None else (tuning.plan_path() or tuning.default_path())
+    _writable_folder(path.parent, "--out's folder")
+    dtypes, counts = (("float32",), (1,)) if options.quick else (("float32", "float64"), (1, 2))
+    plan = tuning.tune(path, dtypes=dtypes, directions=counts, budget=options.budget,
+                       progress=lambda line: print(line, flush=True))
+    for (dtype, directions), rows in sorted(plan.cpu.items()):
+        thresholds = ", ".join(f"H={hidden}: B<={largest}" for hidden, largest in sorted(rows.items()))
+        print(f"compiled loop, {dtype}, {directions} direction(s): {thresholds}")
+    if not plan.cpu:
+        print("numba is not installed: the NumPy loop runs everywhere, nothing to choose on the CPU")
+    print(f"wrote {path}")
     return 0
 
 

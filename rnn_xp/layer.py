@@ -8,7 +8,9 @@ from typing import Any
 import numpy as np
 from array_api_compat import device as device_of
 
+from rnn_xp._arrays import aligned_empty, from_numpy, namespace_of, to_numpy
 from rnn_xp._checks import (
+    Checked,
     check_bool,
     check_call,
     check_dropout,
@@ -18,12 +20,11 @@ from rnn_xp._checks import (
     check_plain_array,
     check_positive_int,
     check_seed,
+    checked_bool,
 )
-from rnn_xp._device import from_numpy, namespace_for, parse_device, to_numpy
-from rnn_xp._selection import namespace_of
+from rnn_xp._device import namespace_for, parse_device
 from rnn_xp._threads import PerThread, PerThreadState
 from rnn_xp.functional import ForwardCache, rnn_backward, run_forward
-from rnn_xp.loops import _aligned
 from rnn_xp.params import ParamLayout, init_params
 
 
@@ -77,6 +78,12 @@ class RNN(PerThreadState):
 
     grads: dict[str, Any] = PerThread(dict)  # type: ignore[assignment]  # this thread's last backward
     _cache: ForwardCache | None = PerThread(lambda: None)  # type: ignore[assignment]  # this thread's last forward
+    # Checked on every assignment, in __init__ and after, with the constructor's errors.
+    nonlinearity: str = Checked(check_nonlinearity)  # type: ignore[assignment]
+    batch_first: bool = Checked(checked_bool("batch_first"))  # type: ignore[assignment]
+    dropout: float = Checked(check_dropout)  # type: ignore[assignment]
+    loop: str = Checked(check_loop)  # type: ignore[assignment]
+    training: bool = Checked(checked_bool("training"))  # type: ignore[assignment]
 
     def __init__(
         self,
@@ -100,11 +107,11 @@ class RNN(PerThreadState):
             num_directions=2 if check_bool(bidirectional, "bidirectional") else 1,
             bias=check_bool(bias, "bias"),
         )
-        self.nonlinearity = check_nonlinearity(nonlinearity)
-        self.batch_first = check_bool(batch_first, "batch_first")
-        self.dropout = check_dropout(dropout)
-        self.dtype = check_dtype_name(dtype)
-        self.loop = check_loop(loop)
+        self.nonlinearity = nonlinearity
+        self.batch_first = batch_first
+        self.dropout = dropout
+        self._dtype = check_dtype_name(dtype)
+        self.loop = loop
         seed = check_seed(seed)
         self._device = parse_device(device)
         self._xp = namespace_for(self._device)
@@ -137,6 +144,18 @@ class RNN(PerThreadState):
     @property
     def device(self) -> str:
         return str(self._device)
+
+    @property
+    def dtype(self) -> str:
+        """"float32" or "float64", the parameters' dtype (fixed: build a new layer for another)."""
+        return self._dtype
+
+    @dtype.setter
+    def dtype(self, value: Any) -> None:
+        if check_dtype_name(value) != self._dtype:
+            msg = (f"dtype cannot change after construction (the parameters are {self._dtype}); got {value!r}: "
+                   "build a new layer and load_state_dict converted arrays")
+            raise ValueError(msg)
 
     @property
     def xp(self) -> Any:
@@ -335,9 +354,9 @@ class RNN(PerThreadState):
 
 def _on_device(host: np.ndarray, device: Any) -> Any:
     """A copy of ``host`` on ``device``; on the CPU C-contiguous and 64-byte aligned, as :func:`init_params` makes
-    them (the compiled loop reads aligned weights fastest: :mod:`rnn_xp.loops._aligned`)."""
+    them (:func:`rnn_xp._arrays.aligned_empty`)."""
     if device.kind == "cpu":
-        copy = _aligned.empty(host.shape, host.dtype)
+        copy = aligned_empty(host.shape, host.dtype)
         copy[...] = host
         return copy
     return from_numpy(host, device)

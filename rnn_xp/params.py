@@ -13,8 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from rnn_xp._selection import namespace_of
-from rnn_xp.loops import _aligned
+from rnn_xp._arrays import aligned_empty, namespace_of
 
 _NAME = re.compile(r"^(weight_ih|weight_hh|bias_ih|bias_hh)_l(\d+)(_reverse)?$")
 
@@ -162,7 +161,7 @@ _CHUNK = 1 << 16  # float64 draws per chunk (512 KiB)
 
 def draw_uniform(rng: np.random.Generator, shape: tuple[int, ...], low: float, high: float, dtype: Any) -> np.ndarray:
     """``rng.uniform(low, high, shape).astype(dtype)``, bit for bit, without the float64 temporary of that size."""
-    out = _aligned.empty(shape, dtype)  # 64-byte aligned: rnn_xp.loops._aligned
+    out = aligned_empty(shape, dtype)
     flat = out.reshape(-1)
     for start in range(0, flat.size, _CHUNK):
         draws = rng.random(min(_CHUNK, flat.size - start))
@@ -174,7 +173,7 @@ def draw_uniform(rng: np.random.Generator, shape: tuple[int, ...], low: float, h
 
 def draw_standard_normal(rng: np.random.Generator, shape: tuple[int, ...], dtype: Any) -> np.ndarray:
     """``rng.standard_normal(shape).astype(dtype)``, bit for bit, without the float64 temporary of that size."""
-    out = _aligned.empty(shape, dtype)  # 64-byte aligned: rnn_xp.loops._aligned
+    out = aligned_empty(shape, dtype)
     flat = out.reshape(-1)
     for start in range(0, flat.size, _CHUNK):
         draws = rng.standard_normal(min(_CHUNK, flat.size - start))

@@ -20,6 +20,10 @@ class Backend(enum.Enum):
     CUPY = "cupy"
 
 
+# A tuned plan file of the developer's (rnn-xp tune) must not change what the tests run: every test process uses the
+# fixed rule unless a test sets a plan itself (rnn_xp.tuning).
+os.environ["RNN_XP_PLAN"] = "none"
+
 # Set on a GPU machine (tools/gpu_session.sh): a GPU test that would skip fails instead, so a run in which CuPy,
 # the device or torch with CUDA is missing cannot pass by skipping everything.
 REQUIRE_GPU = os.environ.get("RNN_XP_REQUIRE_GPU", "") == "1"

@@ -29,7 +29,7 @@ HAVE_GPU = gpu_available()
 
 
 def to_numpy(array: Any) -> np.ndarray:
-    from rnn_xp._device import to_numpy as convert
+    from rnn_xp._arrays import to_numpy as convert
 
     return np.asarray(convert(array))
 

@@ -1,44 +1,40 @@
-"""64-byte aligned arrays for the compiled loop's weights (rnn_xp.loops._aligned)."""
+"""64-byte aligned arrays for the layer's parameters (rnn_xp._arrays.aligned_empty)."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from rnn_xp.loops import _aligned
+import rnn_xp
+from rnn_xp._arrays import ALIGNMENT, aligned_empty
+
+
+def _aligned(array: np.ndarray) -> bool:
+    return array.size == 0 or array.ctypes.data % ALIGNMENT == 0
 
 
 @pytest.mark.parametrize("shape", [(0,), (1,), (3, 5), (128, 128), (2, 3, 7)])
 @pytest.mark.parametrize("dtype", ["float32", "float64", "int32"])
-def test_empty_is_aligned_contiguous_and_writable(shape: tuple[int, ...], dtype: str) -> None:
+def test_aligned_empty_is_aligned_contiguous_and_writable(shape: tuple[int, ...], dtype: str) -> None:
     for _ in range(8):  # NumPy's own allocations land on varied 16-byte offsets
-        array = _aligned.empty(shape, dtype)
+        array = aligned_empty(shape, dtype)
         assert array.shape == shape and array.dtype == np.dtype(dtype)
         assert array.flags.c_contiguous and array.flags.writeable
-        assert array.size == 0 or array.ctypes.data % _aligned.ALIGNMENT == 0
-        assert _aligned.is_aligned(array)
+        assert _aligned(array)
         array[...] = 7
         assert np.all(array == 7)
 
 
-def test_contiguous_returns_an_aligned_array_unchanged() -> None:
-    array = _aligned.empty((4, 6), np.float32)
-    assert _aligned.contiguous(array) is array
-
-
-@pytest.mark.parametrize("offset", [1, 3, 4, 8])
-def test_contiguous_copies_a_misaligned_array(offset: int) -> None:
-    base = _aligned.empty((65,), np.float32)
-    base[...] = np.arange(65)
-    view = base[offset:offset + 48].reshape(6, 8)
-    assert not _aligned.is_aligned(view)
-    copy = _aligned.contiguous(view)
-    assert copy is not view and _aligned.is_aligned(copy) and copy.flags.c_contiguous
-    np.testing.assert_array_equal(copy, view)
-
-
-def test_contiguous_copies_a_transposed_view() -> None:
-    array = np.arange(12.0).reshape(3, 4)
-    copy = _aligned.contiguous(array.T)
-    assert copy.flags.c_contiguous and _aligned.is_aligned(copy)
-    np.testing.assert_array_equal(copy, array.T)
+def test_layer_parameters_are_64_byte_aligned_however_they_arrive() -> None:
+    rnn = rnn_xp.RNN(5, 33, num_layers=2, bidirectional=True, seed=0, dtype="float32")
+    assert all(_aligned(p) for p in rnn.parameters().values())
+    misaligned = {}
+    for name, value in rnn.parameters().items():
+        storage = aligned_empty((value.size + 1,), value.dtype)
+        misaligned[name] = storage[1:].reshape(value.shape)
+        misaligned[name][...] = value
+        assert not _aligned(misaligned[name])
+    rnn.load_state_dict(misaligned)
+    assert all(_aligned(p) and p.flags.c_contiguous for p in rnn.parameters().values())
+    rnn.to("cpu")
+    assert all(_aligned(p) for p in rnn.parameters().values())

@@ -122,7 +122,7 @@ def test_step_grid_covers_every_output() -> None:
 
 
 def test_force_generic_environment_variable_is_read_at_import() -> None:
-    code = "import rnn_xp._selection as b; print(b.FORCE_GENERIC)"
+    code = "import rnn_xp._plan as b; print(b.FORCE_GENERIC)"
     for value, expected in (("1", "True"), ("0", "False"), ("", "False")):
         env = {**os.environ, "RNN_XP_FORCE_GENERIC": value}
         out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
@@ -130,27 +130,27 @@ def test_force_generic_environment_variable_is_read_at_import() -> None:
 
 
 @pytest.mark.backends("numpy")
-def test_numpy_selection_is_unaffected_by_the_cuda_switch(xp: Any, monkeypatch: pytest.MonkeyPatch) -> None:
-    import rnn_xp._selection as selection
+def test_numpy_plan_is_unaffected_by_the_cuda_switch(xp: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    import rnn_xp._plan as plan
     from rnn_xp.loops import generic, numpy_inplace
 
-    monkeypatch.setattr(selection, "FORCE_GENERIC", True)
-    assert selection.select_loop(xp) is numpy_inplace
-    assert selection.select_loop(xp, generic=True) is generic
+    monkeypatch.setattr(plan, "FORCE_GENERIC", True)
+    assert plan.choose_loop(xp, loop="numpy") is numpy_inplace
+    assert plan.choose_loop(xp, loop="generic") is generic
     assert generic.TRUNCATES and not numpy_inplace.TRUNCATES
 
 
 # -- GPU (the kernels against torch in float64 over the whole grid: test_functional.test_matches_torch_over_the_grid) --
 @pytest.mark.backends("cupy")
-def test_cupy_selection_picks_the_kernels(xp: Any, monkeypatch: pytest.MonkeyPatch) -> None:
-    import rnn_xp._selection as selection
+def test_cupy_plan_picks_the_kernels(xp: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    import rnn_xp._plan as plan
     from rnn_xp.loops import generic
     from rnn_xp.loops.cuda import CudaLoop
 
-    assert isinstance(selection.select_loop(xp), CudaLoop)
-    assert selection.select_loop(xp, generic=True) is generic
-    monkeypatch.setattr(selection, "FORCE_GENERIC", True)
-    assert selection.select_loop(xp) is generic
+    assert isinstance(plan.choose_loop(xp), CudaLoop)
+    assert plan.choose_loop(xp, loop="generic") is generic
+    monkeypatch.setattr(plan, "FORCE_GENERIC", True)
+    assert plan.choose_loop(xp) is generic
 
 
 @pytest.mark.backends("cupy")
@@ -252,13 +252,14 @@ def test_kernels_around_batch_tile_limits(batch: int) -> None:
 @pytest.mark.parametrize("bidirectional", [False, True])
 def test_step_path_on_small_sizes(hidden: int, bidirectional: bool, monkeypatch: pytest.MonkeyPatch) -> None:
     import rnn_xp.functional as functional
-    from rnn_xp._selection import is_cupy, select_loop
+    from rnn_xp._arrays import is_cupy
+    from rnn_xp._plan import choose_loop
     from rnn_xp.loops.cuda import CudaLoop
 
     def per_step_on_cupy(xp: Any, **options: Any) -> Any:
-        return CudaLoop(persistent=False) if is_cupy(xp) else select_loop(xp, **options)
+        return CudaLoop("per_step") if is_cupy(xp) else choose_loop(xp, **options)
 
-    monkeypatch.setattr(functional, "select_loop", per_step_on_cupy)
+    monkeypatch.setattr(functional, "choose_loop", per_step_on_cupy)
     _compare_sizes(6, 5, hidden, bidirectional=bidirectional, dtype="float64", rtol=1e-10)
     _compare_sizes(6, 5, hidden, bidirectional=bidirectional, dtype="float64", rtol=1e-10, nonlinearity="relu",
                    bias=False, with_lengths=False)

@@ -14,7 +14,7 @@ import pytest
 from cuda_emulation import fake_cupy, launcher
 
 from rnn_xp.cuda import _launch, _module, recurrence
-from rnn_xp.loops import numpy_inplace
+from rnn_xp.loops import LayerBackward, LayerForward, numpy_inplace
 from rnn_xp.loops.cuda import CudaLoop
 
 pytestmark = [
@@ -85,20 +85,20 @@ def _problem(steps: int, batch: int, hidden: int, directions: int, *, bias: bool
 
 
 def _run_both(emulated: Emulated, problem: dict[str, Any], nonlinearity: str, *,
-              persistent: bool = True) -> tuple[list[Any], list[Any]]:
+              path: str = "auto") -> tuple[list[Any], list[Any]]:
     """(kernel results, NumPy results): forward states, then backward grad_preacts and grad_h0s."""
     results = []
-    for module, on in ((CudaLoop(persistent), emulated.on_device), (numpy_inplace, np.array)):
-        states = module.forward_layer(
-            None, [on(p) for p in problem["projections"]],
-            [None if b is None else on(b) for b in problem["biases"]], [on(w) for w in problem["weights"]],
-            [on(h) for h in problem["h0s"]], None if problem["lengths"] is None else on(problem["lengths"]), nonlinearity,
-        )
-        grad_preacts, grad_h0s = module.backward_layer(
-            None, [on(g) for g in problem["grad_states"]], [on(np.asarray(s)) for s in states],
+    for module, on in ((CudaLoop(path), emulated.on_device), (numpy_inplace, np.array)):
+        lengths = None if problem["lengths"] is None else on(problem["lengths"])
+        states = module.forward_layer(None, LayerForward(
+            [on(p) for p in problem["projections"]], [None if b is None else on(b) for b in problem["biases"]],
+            [on(w) for w in problem["weights"]], [on(h) for h in problem["h0s"]], lengths, nonlinearity,
+        ))
+        grad_preacts, grad_h0s = module.backward_layer(None, LayerBackward(
+            [on(g) for g in problem["grad_states"]], [on(np.asarray(s)) for s in states],
             [on(w) for w in problem["weights"]], [None if g is None else on(g) for g in problem["grad_h_ns"]],
-            None if problem["lengths"] is None else on(problem["lengths"]), nonlinearity, None,
-        )
+            lengths, nonlinearity,
+        ))
         results.append([np.asarray(a) for a in [*states, *grad_preacts, *grad_h0s]])
     return results[0], results[1]
 
@@ -133,7 +133,7 @@ def test_kernels_match_the_numpy_loop(case: dict[str, Any], emulated: Emulated) 
                        lengths=case["lengths"], dtype=case["dtype"], seed=len(case_id(case)))
     got, expected = _run_both(emulated, problem, case["nonlinearity"])
     _assert_close(got, expected, case["dtype"])
-    plan = recurrence._plan(case["directions"], case["hidden"], case["batch"], np.dtype(case["dtype"]))
+    plan = recurrence._plan(case["directions"], case["hidden"], case["batch"], np.dtype(case["dtype"]), "auto")
     persistent = plan is not None
     assert (emulated.launched["rnn_forward_persistent"] == 1) == persistent, emulated.launched
     assert (emulated.launched["rnn_forward_step"] == case["steps"] * case["directions"]) == (not persistent)
@@ -143,7 +143,7 @@ def test_kernels_match_the_numpy_loop(case: dict[str, Any], emulated: Emulated) 
 def test_per_step_path_matches_the_numpy_loop(case: dict[str, Any], emulated: Emulated) -> None:
     problem = _problem(case["steps"], case["batch"], case["hidden"], case["directions"], bias=case["bias"],
                        lengths=case["lengths"], dtype=case["dtype"], seed=3)
-    got, expected = _run_both(emulated, problem, case["nonlinearity"], persistent=False)
+    got, expected = _run_both(emulated, problem, case["nonlinearity"], path="per_step")
     _assert_close(got, expected, case["dtype"])
     assert emulated.launched["rnn_forward_persistent"] == 0
     assert emulated.launched["rnn_backward_step"] == (case["steps"] + 1) * case["directions"]
@@ -163,7 +163,7 @@ def test_tilings_of_the_tight_device(directions: int, hidden: int, batch: int, d
     """Several slices per direction, several groups, several tiles per group, a tile narrower than the batch, and
     one block owning everything (state kept in shared memory) all happen, and all match NumPy."""
     emulated = Emulated(monkeypatch, "tight")
-    plan = recurrence._plan(directions, hidden, batch, np.dtype(dtype))
+    plan = recurrence._plan(directions, hidden, batch, np.dtype(dtype), "auto")
     assert plan is not None
     assert {key: getattr(plan, key) for key in split} == split
     problem = _problem(5, batch, hidden, directions, bias=True, lengths=True, dtype=dtype, seed=11)
@@ -201,7 +201,7 @@ def test_a_wrong_argument_kind_is_refused() -> None:
 def test_a_persistent_kernel_refuses_a_grid_other_than_its_plan(monkeypatch: pytest.MonkeyPatch) -> None:
     """A clamped cooperative grid would leave slices uncomputed and groups waiting: the kernel traps instead."""
     emulated = Emulated(monkeypatch, "tight")
-    plan = recurrence._plan(1, 33, 6, np.dtype("float32"))
+    plan = recurrence._plan(1, 33, 6, np.dtype("float32"), "auto")
     assert plan is not None and plan.grid > 1
     smaller = _launch.PersistentPlan(**{**plan.__dict__, "grid": plan.grid - 1})
     monkeypatch.setattr(recurrence, "_plan", lambda *args: smaller)
@@ -230,46 +230,49 @@ def test_falls_back_to_the_per_step_path_when_the_persistent_module_cannot_build
     assert emulated.launched["rnn_forward_step"] == 4 * 2 and emulated.launched["rnn_forward_persistent"] == 0
 
 
-@pytest.mark.parametrize("persistent", [True, False])
-def test_relu_keeps_nan_in_the_kernels(persistent: bool, monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize("path", ["persistent", "per_step"])
+def test_relu_keeps_nan_in_the_kernels(path: str, monkeypatch: pytest.MonkeyPatch) -> None:
     """A NaN pre-activation stays NaN through the kernels' relu, as in the NumPy loop and torch."""
     emulated = Emulated(monkeypatch, "tight")
     problem = _problem(3, 3, 13, 1, bias=True, lengths=False, dtype="float64", seed=6)
     problem["projections"][0][1, 0, :] = np.nan
-    states = CudaLoop(persistent).forward_layer(
-        None, [emulated.on_device(p) for p in problem["projections"]],
-        [emulated.on_device(b) for b in problem["biases"]], [emulated.on_device(w) for w in problem["weights"]],
-        [emulated.on_device(h) for h in problem["h0s"]], None, "relu",
-    )
+    on = emulated.on_device
+    states = CudaLoop(path).forward_layer(None, LayerForward(
+        [on(p) for p in problem["projections"]], [on(b) for b in problem["biases"]],
+        [on(w) for w in problem["weights"]], [on(h) for h in problem["h0s"]], None, "relu",
+    ))
     host = np.asarray(states[0])
     assert np.all(np.isnan(host[1:, 0, :])), host[:, 0, :]
     assert np.all(np.isfinite(host[:, 1:, :]))
 
 
-@pytest.mark.parametrize("persistent", [True, False])
+@pytest.mark.parametrize("path", ["persistent", "per_step"])
 @pytest.mark.parametrize("nonlinearity", ["tanh", "relu"])
 def test_the_kernels_select_gradients_away_from_padding_and_dead_units(
-    persistent: bool, nonlinearity: str, monkeypatch: pytest.MonkeyPatch
+    path: str, nonlinearity: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """NaN in grad_states on padded steps, and (relu) an inf into units that are off, leave the kernels' gradients
     equal to the NumPy loop's on clean inputs: selected, never multiplied by 0."""
     emulated = Emulated(monkeypatch, "tight")
     problem = _problem(5, 3, 13, 1, bias=True, lengths=True, dtype="float64", seed=9)
     problem["lengths"][:] = [5, 2, 3]
-    states = numpy_inplace.forward_layer(None, [p.copy() for p in problem["projections"]], problem["biases"],
-                                         problem["weights"], problem["h0s"], problem["lengths"], nonlinearity)
-    clean = numpy_inplace.backward_layer(None, problem["grad_states"], states, problem["weights"],
-                                         problem["grad_h_ns"], problem["lengths"], nonlinearity, None)
+    states = numpy_inplace.forward_layer(None, LayerForward(
+        [p.copy() for p in problem["projections"]], problem["biases"], problem["weights"], problem["h0s"],
+        problem["lengths"], nonlinearity,
+    ))
+    clean = numpy_inplace.backward_layer(None, LayerBackward(
+        problem["grad_states"], states, problem["weights"], problem["grad_h_ns"], problem["lengths"], nonlinearity,
+    ))
     poisoned = problem["grad_states"][0].copy()
     poisoned[2:, 1, :] = np.nan  # sample 1 ends after step 1
     if nonlinearity == "relu":
         poisoned[states[0] <= 0] = np.inf  # every unit that is off
         poisoned[2:, 1, :] = np.nan
     on = emulated.on_device
-    got = CudaLoop(persistent).backward_layer(
-        None, [on(poisoned)], [on(states[0])], [on(w) for w in problem["weights"]],
-        [None if g is None else on(g) for g in problem["grad_h_ns"]], on(problem["lengths"]), nonlinearity, None,
-    )
+    got = CudaLoop(path).backward_layer(None, LayerBackward(
+        [on(poisoned)], [on(states[0])], [on(w) for w in problem["weights"]],
+        [None if g is None else on(g) for g in problem["grad_h_ns"]], on(problem["lengths"]), nonlinearity,
+    ))
     for a, b in ((got[0][0], clean[0][0]), (got[1][0], clean[1][0])):
         assert np.all(np.isfinite(np.asarray(a)))
         np.testing.assert_allclose(np.asarray(a), b, rtol=1e-12, atol=1e-14)

@@ -1,4 +1,4 @@
-"""Every array the training code creates is placed on the model's device (``device=`` or ``rnn_xp._device.place``).
+"""Every array the training code creates is placed on the model's device (``device=`` or ``rnn_xp._arrays.place``).
 
 On a CPU machine there is only one device, so the tests wrap the model's namespace in one that refuses to create an
 array without ``device=``: a creation that would land on the current GPU instead of the model's (``cuda:1``) fails

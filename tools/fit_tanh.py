@@ -2,7 +2,7 @@
 
 Linearised least squares (x P(s) - tanh(x) Q(s), divided by the previous Q), reweighted towards the maximum error
 (Lawson's idea), on points clustered near 0 and spread to 9. Prints the coefficients pasted into
-rnn_xp/loops/_kernels.py and the maximum error of the float32 evaluation against float64 tanh.
+rnn_xp/loops/numba_kernels.py and the maximum error of the float32 evaluation against float64 tanh.
 
     python tools/fit_tanh.py
 """

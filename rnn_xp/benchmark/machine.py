@@ -115,7 +115,7 @@ def _text(value: bytes | str) -> str:
 
 def paths() -> dict[str, str]:
     """Which implementations can run here, with the reason when one cannot."""
-    from rnn_xp._selection import FORCE_GENERIC
+    from rnn_xp._plan import FORCE_GENERIC
 
     gpu = bool(gpus())
     has_torch = importlib.util.find_spec("torch") is not None

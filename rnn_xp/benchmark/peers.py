@@ -89,7 +89,7 @@ class RnnXp(Peer):
         self.rnn.backward(self.grad_out)
 
     def output(self) -> np.ndarray:
-        from rnn_xp._device import to_numpy
+        from rnn_xp._arrays import to_numpy
 
         self.forward()
         return to_numpy(self._out)

@@ -18,40 +18,32 @@ from typing import Any
 import numpy as np
 
 from rnn_xp.cuda import _launch, _module
-from rnn_xp.loops import steps as visit_order
 
 _I32 = np.int32
 
 
-def forward_layer(
-    projections: list[Any],
-    biases: list[Any | None],
-    weights_hh: list[Any],
-    h0s: list[Any],
-    lengths: Any | None,
-    nonlinearity: str,
-    *,
-    persistent: bool = True,
-) -> list[Any]:
-    """Run the recurrence of one layer (all directions); see the module docstring and
-    :class:`rnn_xp.loops.TimeLoop`. ``persistent=False`` forces the per-step path."""
-    with projections[0].device:
-        return _forward_layer(projections, biases, weights_hh, h0s, lengths, nonlinearity, persistent)
+PATHS = ("auto", "persistent", "per_step")  # the cost model's choice, or one path forced (tuning)
 
 
-def backward_layer(
-    grad_states: list[Any],
-    states: list[Any],
-    weights_hh: list[Any],
-    grad_h_ns: list[Any | None],
-    lengths: Any | None,
-    nonlinearity: str,
-    *,
-    persistent: bool = True,
-) -> tuple[list[Any], list[Any]]:
-    """Back-propagate through the recurrence of one layer (all directions), without truncation."""
-    with states[0].device:
-        return _backward_layer(grad_states, states, weights_hh, grad_h_ns, lengths, nonlinearity, persistent)
+def forward_layer(layer: Any, *, path: str = "auto") -> list[Any]:
+    """Run the recurrence of one layer (all directions); ``layer`` is a :class:`rnn_xp.loops.LayerForward`. ``path``:
+    "auto" the persistent kernels where the launch model expects them to win, "persistent" wherever they fit,
+    "per_step" never."""
+    with layer.projections[0].device:
+        return _forward_layer(layer.projections, layer.biases, layer.weights_hh, layer.h0s, layer.lengths,
+                              layer.nonlinearity, path)
+
+
+def backward_layer(layer: Any, *, path: str = "auto") -> tuple[list[Any], list[Any]]:
+    """Back-propagate through the recurrence of one layer (a :class:`rnn_xp.loops.LayerBackward`, untruncated)."""
+    with layer.states[0].device:
+        return _backward_layer(layer.grad_states, layer.states, layer.weights_hh, layer.grad_h_ns, layer.lengths,
+                               layer.nonlinearity, path)
+
+
+def _visit_order(steps: int, direction: int) -> range:
+    """The time steps in the order a direction visits them (1: from T-1 down to 0)."""
+    return range(steps) if direction == 0 else range(steps - 1, -1, -1)
 
 
 def _forward_layer(
@@ -61,7 +53,7 @@ def _forward_layer(
     h0s: list[Any],
     lengths: Any | None,
     nonlinearity: str,
-    persistent: bool,
+    path: str,
 ) -> list[Any]:
     import cupy
 
@@ -79,7 +71,7 @@ def _forward_layer(
     ] * directions
     lengths, has_lengths = _lengths(lengths, batch)
     relu = _I32(nonlinearity == "relu")
-    plan = _plan(directions, hidden, batch, dtype) if persistent else None
+    plan = _plan(directions, hidden, batch, dtype, path)
     if plan is not None:
         second = 1 if directions == 2 else 0
         _launch_persistent(
@@ -97,7 +89,7 @@ def _forward_layer(
     for direction in range(directions):
         previous = h0s[direction]
         weight_t = weights[direction].T
-        for t in visit_order(steps, direction):
+        for t in _visit_order(steps, direction):
             cupy.matmul(previous, weight_t, out=recurrent)
             function(
                 grid,
@@ -118,7 +110,7 @@ def _backward_layer(
     grad_h_ns: list[Any | None],
     lengths: Any | None,
     nonlinearity: str,
-    persistent: bool,
+    path: str,
 ) -> tuple[list[Any], list[Any]]:
     import cupy
 
@@ -137,7 +129,7 @@ def _backward_layer(
         else _checked(cupy.array(g, copy=True, order="C"), "grad_h_n", (batch, hidden), dtype)
         for g in grad_h_ns
     ]
-    plan = _plan(directions, hidden, batch, dtype) if persistent else None
+    plan = _plan(directions, hidden, batch, dtype, path)
     if plan is not None:
         second = 1 if directions == 2 else 0
         grad_h0s = [cupy.empty((batch, hidden), dtype=dtype) for _ in range(directions)]
@@ -154,7 +146,7 @@ def _backward_layer(
     grid = _launch.step_grid(batch=batch, hidden=hidden)
     product = cupy.empty((batch, hidden), dtype=dtype)
     for direction in range(directions):
-        order = list(reversed(visit_order(steps, direction)))  # the backward visits the forward's steps in reverse
+        order = list(reversed(_visit_order(steps, direction)))  # the backward visits the forward's steps in reverse
         common = (grads_in[direction], states[direction], product, carries[direction], grad_preacts[direction],
                   lengths, has_lengths)
         sizes = (_I32(batch), _I32(hidden), relu)
@@ -194,8 +186,11 @@ def _launch_persistent(name: str, dtype: Any, plan: _launch.PersistentPlan, *arg
     function((plan.grid,), (_launch.THREADS,), args, shared_mem=plan.shared_bytes)
 
 
-def _plan(directions: int, hidden: int, batch: int, dtype: Any) -> _launch.PersistentPlan | None:
-    plan = _cached_plan(_device_id(), directions, hidden, batch, int(np.dtype(str(dtype)).itemsize))
+def _plan(directions: int, hidden: int, batch: int, dtype: Any, path: str) -> _launch.PersistentPlan | None:
+    if path == "per_step":
+        return None
+    plan = _cached_plan(_device_id(), directions, hidden, batch, int(np.dtype(str(dtype)).itemsize),
+                        path == "persistent")
     if plan is None or not _persistent_builds(str(dtype), plan.template_args):
         return None
     return plan
@@ -220,11 +215,12 @@ def _persistent_builds(dtype: str, template_args: tuple[int, int]) -> bool:
 
 
 @functools.lru_cache(maxsize=1024)
-def _cached_plan(device_id: int, directions: int, hidden: int, batch: int, itemsize: int) -> Any:
+def _cached_plan(device_id: int, directions: int, hidden: int, batch: int, itemsize: int, forced: bool) -> Any:
     import cupy
 
     attributes = cupy.cuda.Device(device_id).attributes
-    return _launch.choose_plan(
+    choose = _launch.persistent_plan if forced else _launch.choose_plan
+    return choose(
         sm_count=int(attributes["MultiProcessorCount"]),
         shared_optin=int(attributes["MaxSharedMemoryPerBlockOptin"]),
         directions=directions,

@@ -17,8 +17,8 @@ import numpy as np
 from dask.array.utils import meta_from_array
 from dask.base import tokenize
 
+from rnn_xp._arrays import namespace_of
 from rnn_xp._checks import check_bool, check_lengths, check_nonlinearity
-from rnn_xp._selection import namespace_of
 from rnn_xp.functional import rnn_forward as functional_forward
 from rnn_xp.params import ParamLayout, layout_from_params
 

@@ -32,7 +32,7 @@ from typing import Any
 
 from array_api_compat import device as device_of
 
-from rnn_xp import _cost
+from rnn_xp._arrays import namespace_of
 from rnn_xp._checks import (
     check_bool,
     check_call,
@@ -44,7 +44,7 @@ from rnn_xp._checks import (
     check_seed,
     check_truncate,
 )
-from rnn_xp._selection import is_numpy, namespace_of, observe_loop, select_loop, transposes_kept
+from rnn_xp._plan import backward_loop, choose_loop
 from rnn_xp.functional import _core
 from rnn_xp.functional._core import ForwardCache
 from rnn_xp.functional._dropout import dropout_masks
@@ -89,10 +89,11 @@ def rnn_forward(
     seed : int, optional
         Seed of the dropout masks (a fresh one is drawn when omitted).
     loop : {"auto", "generic", "numpy", "compiled"}
-        The time loop: "auto" the fastest for the arrays' namespace (on NumPy the compiled loop or the in-place
-        loop, chosen by a cost model measured on this machine; CuPy's kernels); "generic" the Array-API loop
-        everywhere (benchmarks, debugging); "numpy" / "compiled" force NumPy's in-place loop / the compiled numba
-        loop (NumPy arrays only). The backward uses the forward's.
+        The time loop: "auto" the plan's choice for the arrays' namespace (on NumPy the compiled loop or the NumPy
+        loop, by a fixed rule of dtype, batch, hidden size and directions, or by the tuned plan file when there is
+        one: :mod:`rnn_xp.tuning`; CuPy's kernels); "generic" the Array-API loop everywhere (benchmarks,
+        debugging); "numpy" / "compiled" force NumPy's in-place loop / the compiled numba loop (NumPy arrays only).
+        The backward uses the forward's.
 
     Returns
     -------
@@ -152,17 +153,9 @@ def run_forward(
     caller = call.layout
     x = caller.sequence_in(xp, call.x)
     h0 = None if call.h0 is None else caller.state_in(call.h0)
-    dtype = _dtype_name(id(type(call.x.dtype)), call.x.dtype)
-    weights_hh = [value for name, value in params.items() if name.startswith("weight_hh")]
-    size = (call.num_steps, call.batch, layout.hidden_size)
-    feedback = loop == "auto" and is_numpy(xp)  # the cost model chose: its prediction is checked after the call
-    kept = transposes_kept(weights_hh) if feedback else True  # as the selection sees it, before this call
-    time_loop = select_loop(xp, loop=loop, size=size, dtype=dtype, transpose_kept=kept,
-                            directions=layout.num_directions)
+    time_loop = choose_loop(xp, loop=loop, dtype=_dtype_name(id(type(call.x.dtype)), call.x.dtype), batch=call.batch,
+                            hidden=layout.hidden_size, directions=layout.num_directions)
     out, h_n, cache = _core.forward(xp, time_loop, x, params, layout, h0, call.lengths, nonlinearity, masks, caller)
-    if feedback and cache.loop_seconds >= _cost.OBSERVED_FROM / 2:  # shorter calls are never observed: skip the work
-        observe_loop(time_loop, size, dtype, cache.loop_seconds / layout.num_layers, transpose_kept=kept,
-                     directions=layout.num_directions)
     return caller.sequence_out(xp, out), caller.state_out(h_n), cache
 
 
@@ -220,13 +213,15 @@ def run_backward(
     xp, caller = cache.xp, cache.caller
     grad_out = None if grad_out is None else caller.sequence_in(xp, grad_out)
     grad_h_n = None if grad_h_n is None else caller.state_in(grad_h_n)
-    grad_x, grad_h0, grads = _core.backward(cache, grad_out, grad_h_n, truncate)
+    if truncate is not None and truncate >= cache.layer_inputs[0].shape[0]:
+        truncate = None  # a window of T or more steps is the whole sequence: full BPTT
+    loop = backward_loop(cache.loop, truncate)
+    grad_x, grad_h0, grads = _core.backward(cache, loop, grad_out, grad_h_n, truncate)
     return caller.sequence_out(xp, grad_x), caller.state_out(grad_h0), grads
 
 
 @functools.cache
 def _dtype_name(kind: int, dtype: Any) -> str:
-    """``str(dtype)``, remembered: NumPy builds the string anew each time (~2 µs, 7% of a one-step call). Keyed by
-    the identity of the dtype's type too, so that dtypes of different libraries are never compared (array-api-strict
-    warns)."""
+    """``str(dtype)``, remembered (NumPy builds the string anew each time). Keyed by the identity of the dtype's type
+    too, so that dtypes of different libraries are never compared (array-api-strict warns)."""
     return str(dtype)

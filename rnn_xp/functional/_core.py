@@ -1,22 +1,21 @@
 """Forward and backward through a stack of layers and directions, on already-validated arrays.
 
 Shapes here are always time-major and batched: x (T, B, I), h0 (L*D, B, H), out (T, B, D*H). The input
-projection of a layer is one matmul over all T*B rows; the time loop is the one the selection stage picked
-(:func:`rnn_xp._selection.select_loop`, kept in the cache for the backward); the weight gradients are matmuls over
-all T*B rows after the loop.
+projection of a layer is one matmul over all T*B rows; the time loop is the one the plan picked at the public entry
+(:func:`rnn_xp._plan.choose_loop`, kept in the cache; the entry passes the backward's in); the weight gradients are
+matmuls over all T*B rows after the loop.
 """
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 from typing import Any
 
 from array_api_compat import device as device_of
 
+from rnn_xp._arrays import private_copy
 from rnn_xp._layout import CallerLayout
-from rnn_xp._selection import generic_loop, private_copy
-from rnn_xp.loops import TimeLoop, inside_lengths
+from rnn_xp.loops import LayerBackward, LayerForward, TimeLoop, inside_lengths
 from rnn_xp.params import ParamLayout, key
 
 
@@ -37,7 +36,6 @@ class ForwardCache:
     caller: CallerLayout  # how the caller lays out x/out and h0/h_n; backward maps its gradients through it
     out_shape: tuple[int, ...]  # caller layout
     h_n_shape: tuple[int, ...]  # caller layout
-    loop_seconds: float = 0.0  # wall time of the time loop's forward, all layers (fed back to the cost model)
 
 
 def forward(
@@ -69,25 +67,17 @@ def forward(
     layer_inputs: list[Any] = []
     all_states: list[list[Any]] = []
     h_n: list[Any] = []
-    loop_seconds = 0.0
     for layer in range(layout.num_layers):
         flat_input = xp.reshape(layer_input, (num_steps * batch, layer_input.shape[2]))
-        project = getattr(loop, "project", None) or _project  # a loop may make its own (TimeLoop's docstring)
-        projections = [
-            project(xp, flat_input, params[key("weight_ih", layer, d)], (num_steps, batch, hidden))
-            for d in range(directions)
-        ]
-        started = time.perf_counter()
-        states = loop.forward_layer(
-            xp,
-            projections,
-            [_summed_bias(params, layout, layer, d) for d in range(directions)],
-            [params[key("weight_hh", layer, d)] for d in range(directions)],
-            [_initial_state(xp, h0, layer * directions + d, batch, hidden, x) for d in range(directions)],
-            lengths,
-            nonlinearity,
-        )
-        loop_seconds += time.perf_counter() - started
+        states = loop.forward_layer(xp, LayerForward(
+            projections=[_project(xp, flat_input, params[key("weight_ih", layer, d)], (num_steps, batch, hidden))
+                         for d in range(directions)],
+            biases=[_summed_bias(params, layout, layer, d) for d in range(directions)],
+            weights_hh=[params[key("weight_hh", layer, d)] for d in range(directions)],
+            h0s=[_initial_state(xp, h0, layer * directions + d, batch, hidden, x) for d in range(directions)],
+            lengths=lengths,
+            nonlinearity=nonlinearity,
+        ))
         outputs = states if inside is None else [xp.where(inside, s, xp.zeros_like(s)) for s in states]
         h_n.extend(s[num_steps - 1 if d == 0 else 0, ...] for d, s in enumerate(states))
         layer_inputs.append(layer_input)
@@ -114,21 +104,18 @@ def forward(
         caller=caller,
         out_shape=caller.sequence_shape(num_steps, batch, directions * hidden),
         h_n_shape=caller.state_shape(layout.num_layers * directions, batch, hidden),
-        loop_seconds=loop_seconds,
     )
     return layer_input, xp.stack(h_n), cache
 
 
 def backward(
-    cache: ForwardCache, grad_out: Any | None, grad_h_n: Any | None, truncate: int | None
+    cache: ForwardCache, loop: TimeLoop, grad_out: Any | None, grad_h_n: Any | None, truncate: int | None
 ) -> tuple[Any, Any, dict[str, Any]]:
-    """Back-propagate through time; returns grad_x (T, B, I), grad_h0 (L*D, B, H) and parameter gradients."""
+    """Back-propagate through time with ``loop`` (the forward's, or one that truncates); returns grad_x (T, B, I),
+    grad_h0 (L*D, B, H) and parameter gradients. ``truncate`` is None or smaller than T."""
     xp, layout = cache.xp, cache.layout
     hidden, directions = layout.hidden_size, layout.num_directions
     num_steps, batch = cache.layer_inputs[0].shape[0], cache.layer_inputs[0].shape[1]
-    if truncate is not None and truncate >= num_steps:
-        truncate = None  # a window of T or more steps is the whole sequence: full BPTT (no (k+1, B, H) buffer)
-    loop = cache.loop if truncate is None or cache.loop.TRUNCATES else generic_loop()
     grads: dict[str, Any] = {}
     grad_h0: list[Any] = [None] * (layout.num_layers * directions)
     grad_output = grad_out
@@ -140,16 +127,15 @@ def backward(
                 dtype=cache.layer_inputs[0].dtype,
                 device=device_of(cache.layer_inputs[0]),
             )
-        grad_preacts, grad_h0s = loop.backward_layer(
-            xp,
-            [grad_output[..., d * hidden : (d + 1) * hidden] for d in range(directions)],
-            cache.states[layer],
-            [cache.params[key("weight_hh", layer, d)] for d in range(directions)],
-            [None if grad_h_n is None else grad_h_n[layer * directions + d, ...] for d in range(directions)],
-            cache.lengths,
-            cache.nonlinearity,
-            truncate,
-        )
+        grad_preacts, grad_h0s = loop.backward_layer(xp, LayerBackward(
+            grad_states=[grad_output[..., d * hidden : (d + 1) * hidden] for d in range(directions)],
+            states=cache.states[layer],
+            weights_hh=[cache.params[key("weight_hh", layer, d)] for d in range(directions)],
+            grad_h_ns=[None if grad_h_n is None else grad_h_n[layer * directions + d, ...] for d in range(directions)],
+            lengths=cache.lengths,
+            nonlinearity=cache.nonlinearity,
+            truncate=truncate,
+        ))
         layer_input = cache.layer_inputs[layer]  # zero on padding (see forward)
         flat_input = xp.reshape(layer_input, (num_steps * batch, layer_input.shape[2]))
         grad_input = None

@@ -12,7 +12,7 @@ from typing import Any
 
 from array_api_compat import device as device_of
 
-from rnn_xp.loops import inside_lengths, steps
+from rnn_xp.loops import LayerBackward, LayerForward, inside_lengths, steps
 
 TRUNCATES = True
 
@@ -46,26 +46,18 @@ def _inside(xp: Any, lengths: Any | None, num_steps: int) -> Any | None:
     return None if lengths is None else inside_lengths(xp, lengths, num_steps)[:, :, None]
 
 
-def forward_layer(
-    xp: Any,
-    projections: list[Any],
-    biases: list[Any | None],
-    weights_hh: list[Any],
-    h0s: list[Any],
-    lengths: Any | None,
-    nonlinearity: str,
-) -> list[Any]:
-    mask = _inside(xp, lengths, projections[0].shape[0])
+def forward_layer(xp: Any, layer: LayerForward) -> list[Any]:
+    mask = _inside(xp, layer.lengths, layer.shape[0])
     states = []
     for direction, (projection, bias, weight_hh, state) in enumerate(
-        zip(projections, biases, weights_hh, h0s, strict=True)
+        zip(layer.projections, layer.biases, layer.weights_hh, layer.h0s, strict=True)
     ):
         if bias is not None:
             projection = projection + bias
         weight_hh_t = weight_hh.T
         per_step: list[Any] = [None] * projection.shape[0]
         for t in steps(projection.shape[0], direction):
-            new_state = activation(xp, projection[t, ...] + state @ weight_hh_t, nonlinearity)
+            new_state = activation(xp, projection[t, ...] + state @ weight_hh_t, layer.nonlinearity)
             if mask is not None:
                 new_state = xp.where(mask[t, ...], new_state, state)
             per_step[t] = state = new_state
@@ -73,22 +65,14 @@ def forward_layer(
     return states
 
 
-def backward_layer(
-    xp: Any,
-    grad_states: list[Any],
-    states: list[Any],
-    weights_hh: list[Any],
-    grad_h_ns: list[Any | None],
-    lengths: Any | None,
-    nonlinearity: str,
-    truncate: int | None,
-) -> tuple[list[Any], list[Any]]:
-    mask = _inside(xp, lengths, states[0].shape[0])
+def backward_layer(xp: Any, layer: LayerBackward) -> tuple[list[Any], list[Any]]:
+    mask = _inside(xp, layer.lengths, layer.shape[0])
+    truncate = layer.truncate
     grad_preacts, grad_h0s = [], []
     for direction, (grad_state, state, weight_hh, grad_h_n) in enumerate(
-        zip(grad_states, states, weights_hh, grad_h_ns, strict=True)
+        zip(layer.grad_states, layer.states, layer.weights_hh, layer.grad_h_ns, strict=True)
     ):
-        slope = activation_grad(xp, state, mask, nonlinearity)
+        slope = activation_grad(xp, state, mask, layer.nonlinearity)
         if truncate is None:
             grad_preact, grad_h0 = _backward_full(xp, grad_state, slope, weight_hh, grad_h_n, mask, direction)
         else:

@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 from array_api_compat import device as device_of
 
-from rnn_xp._device import place
+from rnn_xp._arrays import place
 from rnn_xp.layer import RNN
 from rnn_xp.training.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from rnn_xp.training.layers import Linear

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 from array_api_compat import device as device_of
 
-from rnn_xp._device import place, to_numpy
+from rnn_xp._arrays import place, to_numpy
 from rnn_xp.layer import RNN
 from rnn_xp.training.checkpoint import load_checkpoint, save_checkpoint
 from rnn_xp.training.data import CharVocabulary, DocumentStreams, RandomWindows, split_held_out, stdlib_sources

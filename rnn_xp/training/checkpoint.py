@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from rnn_xp._device import to_numpy
+from rnn_xp._arrays import to_numpy
 
 FORMAT = "rnn-xp-checkpoint/1"
 _DTYPES = ("float32", "float64", "int64", "int32", "uint8")

@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from rnn_xp._device import to_numpy
+from rnn_xp._arrays import to_numpy
 
 KERAS_NAMES = ("kernel", "recurrent_kernel", "bias")
 

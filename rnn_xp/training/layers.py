@@ -7,7 +7,8 @@ from typing import Any
 import numpy as np
 from array_api_compat import device as device_of
 
-from rnn_xp._device import from_numpy, namespace_for, parse_device
+from rnn_xp._arrays import from_numpy
+from rnn_xp._device import namespace_for, parse_device
 from rnn_xp._threads import PerThread, PerThreadState
 from rnn_xp.params import draw_standard_normal, draw_uniform
 

@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 from array_api_compat import device as device_of
 
+from rnn_xp._checks import Checked, checked_bool
 from rnn_xp._threads import PerThread, PerThreadState
 from rnn_xp.layer import RNN
 from rnn_xp.training.keras_weights import from_keras, keras_init, to_keras
@@ -35,6 +36,7 @@ class SequenceModel(PerThreadState):
 
     grads: dict[str, Any] = PerThread(dict)  # type: ignore[assignment]  # per thread, as the layers' (rnn_xp._threads)
     _h_n_shape: tuple[int, ...] = PerThread(tuple)  # type: ignore[assignment]
+    many_to_one: bool = Checked(checked_bool("many_to_one"))  # type: ignore[assignment]  # checked when set, too
 
     def __init__(self, rnn: RNN, head: Linear, *, embedding: Embedding | None = None, many_to_one: bool = False):
         self.rnn, self.head, self.embedding, self.many_to_one = rnn, head, embedding, many_to_one
@@ -149,6 +151,7 @@ class SimpleRNN(PerThreadState):
     """
 
     grads: dict[str, Any] = PerThread(dict)  # type: ignore[assignment]  # per thread, as the layers' (rnn_xp._threads)
+    return_sequences: bool = Checked(checked_bool("return_sequences"))  # type: ignore[assignment]
 
     def __init__(self, input_dim: int, units: int, *, activation: str = "tanh", return_sequences: bool = False,
                  device: str = "cpu", dtype: str = "float32", seed: int | None = None, init: str = "torch") -> None:

@@ -1,0 +1,118 @@
+"""The plan: which time loop runs a call, decided once at the public entry from what the call is.
+
+- NumPy arrays: the compiled loop (:mod:`rnn_xp.loops.compiled`) or the NumPy loop
+  (:mod:`rnn_xp.loops.numpy_inplace`), by a fixed rule of the dtype, the batch, the hidden size and the number of
+  directions (:func:`cpu_loop_name`): never by timings taken inside a call, so the same call runs the same loop, and
+  gives the same bits, in every run and process. Without numba, always the NumPy loop. ``loop="numpy"`` or
+  ``"compiled"`` force one.
+- CuPy arrays: :class:`rnn_xp.loops.cuda.CudaLoop`, unless ``RNN_XP_FORCE_GENERIC=1`` (read once, at import) or the
+  caller asks for the generic loop;
+- everything else (array-api-strict, torch, JAX), and truncated BPTT everywhere: :mod:`rnn_xp.loops.generic`.
+
+The rule's table is :data:`COMPILED_MAX_BATCH`, measured on this project's machine (how: ``bench/loop_rule.py``; the
+measurements beside it in ``bench/results/``). A user who wants the choice fitted to their own machine runs
+``rnn-xp tune`` (:mod:`rnn_xp.tuning`), which measures the same table here and writes a plan file that later
+processes load instead: an input like any other, so results stay deterministic.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Sequence
+from typing import Any
+
+from rnn_xp import tuning
+from rnn_xp._arrays import is_cupy, is_numpy
+from rnn_xp.loops import TimeLoop, numba_available
+
+FORCE_GENERIC: bool = os.environ.get("RNN_XP_FORCE_GENERIC", "").strip().lower() in {"1", "true", "yes", "on"}
+
+# The largest batch at which the compiled loop runs, by (dtype, directions) and hidden size; larger batches take
+# the NumPy loop. Fitted to the measurements on this project's machine (a 2-core AMD EPYC:
+# bench/results/amd-epyc-loop-rule.md, made by bench/loop_rule.py with rnn_xp.tuning.measure_cpu): per hidden
+# size, the batch threshold that loses the least time over the measured batches (rnn_xp.tuning.fit_max_batch).
+COMPILED_MAX_BATCH: dict[tuple[str, int], dict[int, int]] = {
+    ("float32", 1): {32: 32, 64: 16, 128: 8, 256: 2, 512: 16, 1024: 4},
+    ("float32", 2): {32: 32, 64: 16, 128: 8, 256: 4, 512: 4, 1024: 4},
+    ("float64", 1): {32: 4, 64: 2, 128: 1, 256: 1, 512: 1, 1024: 2},
+    ("float64", 2): {32: 4, 64: 2, 128: 1, 256: 1, 512: 1, 1024: 1},
+}
+
+
+def cpu_loop_name(dtype: str, batch: int, hidden: int, directions: int) -> str:
+    """"compiled" or "numpy": the loop for a NumPy layer of this dtype, batch, hidden size and directions, by the
+    tuned plan's table when one is loaded and measured this dtype and directions (:func:`rnn_xp.tuning.active_plan`),
+    else by :data:`COMPILED_MAX_BATCH`."""
+    if not numba_available():
+        return "numpy"
+    plan = tuning.active_plan()
+    tuned = plan is not None and (dtype, directions) in plan.cpu
+    table = plan.cpu if plan is not None and tuned else COMPILED_MAX_BATCH
+    return "compiled" if batch <= compiled_max_batch(table, dtype, hidden, directions) else "numpy"
+
+
+def compiled_max_batch(table: dict[tuple[str, int], dict[int, int]], dtype: str, hidden: int,
+                       directions: int) -> int:
+    """The threshold of the measured hidden size nearest to ``hidden`` on a log scale (ties: the smaller); 0 (the
+    NumPy loop, BLAS) beyond twice the largest measured hidden size or for a dtype and directions not measured."""
+    rows = table.get((dtype, directions))
+    if not rows or hidden > 2 * max(rows):
+        return 0
+    return rows[_nearest(sorted(rows), hidden)]
+
+
+def _nearest(values: Sequence[int], value: int) -> int:
+    """The entry of ``values`` (ascending, positive) closest to ``value`` in log2; ties: the smaller."""
+    return min(values, key=lambda v: (abs(math.log2(v / value)), v))
+
+
+def choose_loop(
+    xp: Any, *, loop: str = "auto", dtype: str = "float32", batch: int = 1, hidden: int = 1, directions: int = 1
+) -> TimeLoop:
+    """The time loop for a call on arrays of ``xp`` (``loop`` already validated by
+    :func:`rnn_xp._checks.check_loop`).
+
+    Raises
+    ------
+    ValueError
+        ``loop="numpy"``/``"compiled"`` on arrays that are not NumPy's, or ``"compiled"`` without numba.
+    """
+    if loop in ("numpy", "compiled") and not is_numpy(xp):
+        msg = f"loop={loop!r} runs on NumPy arrays only; got arrays of {xp.__name__}"
+        raise ValueError(msg)
+    if loop == "compiled" and not numba_available():
+        msg = "loop='compiled' needs numba (pip install 'rnn-xp[fast]'); it is not installed"
+        raise ValueError(msg)
+    if loop == "generic":
+        return generic_loop()
+    if is_numpy(xp):
+        if loop == "auto":
+            loop = cpu_loop_name(dtype, batch, hidden, directions)
+        if loop == "compiled":
+            from rnn_xp.loops import compiled
+
+            return compiled  # a module implementing the protocol
+        from rnn_xp.loops import numpy_inplace
+
+        return numpy_inplace
+    if is_cupy(xp) and not FORCE_GENERIC:
+        from rnn_xp.loops.cuda import CudaLoop
+
+        plan = tuning.active_plan()
+        return CudaLoop(path="auto" if plan is None else plan.cuda_path(dtype, batch, hidden, directions))
+    return generic_loop()
+
+
+def backward_loop(forward_loop: TimeLoop, truncate: int | None) -> TimeLoop:
+    """The loop that runs a backward: the forward's, or the generic loop where it must truncate and cannot."""
+    if truncate is None or forward_loop.TRUNCATES:
+        return forward_loop
+    return generic_loop()
+
+
+def generic_loop() -> TimeLoop:
+    """The generic Array-API loop (the one that truncates BPTT)."""
+    from rnn_xp.loops import generic
+
+    return generic  # a module implementing the protocol

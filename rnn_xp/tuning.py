@@ -1,0 +1,403 @@
+"""Opt-in tuning, in the manner of FFTW's wisdom: measure this machine's loops once, keep the answer in a plan file,
+and let later processes load it.
+
+By default rnn_xp never times anything inside a call: the plan (:mod:`rnn_xp._plan`) picks a loop by a fixed rule
+measured on the project's machine. :func:`tune` (or ``rnn-xp tune``) times the same choices here and writes a plan
+file; every later process loads it on its first call. A plan is an input like any other: with the same plan, the same
+call runs the same loop and gives the same bits in every run.
+
+Where the plan file is: the ``RNN_XP_PLAN`` environment variable (a path; ``none`` for no plan at all), else
+``$XDG_CACHE_HOME/rnn_xp/plan.json`` (``~/.cache/rnn_xp/plan.json``). A plan made on another CPU, or with another
+number of usable CPUs, is not applied (one warning says so). :func:`use` sets or clears this process's plan
+explicitly.
+
+What it holds:
+
+- ``cpu``: for each dtype, number of directions and measured hidden size, the largest batch at which the compiled
+  loop runs (:data:`rnn_xp._plan.COMPILED_MAX_BATCH` has the same form, and the same lookup);
+- ``cuda``: for each measured (dtype, directions, batch, hidden) on a GPU, whether the persistent kernels or the
+  per-step path won; a call takes the nearest measured point of its dtype and directions.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import statistics
+import threading
+import time
+import warnings
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from rnn_xp._cpu import cpu_model, usable_cpus
+
+PLAN_ENV = "RNN_XP_PLAN"
+FORMAT = 1
+HIDDEN_SIZES = (32, 64, 128, 256, 512, 1024)
+BATCHES = (1, 2, 4, 8, 16, 32, 64, 128)
+STEPS = 64  # the sequence length every choice is timed at
+INPUT_SIZE = 64
+
+
+@dataclass(frozen=True)
+class CudaChoice:
+    """The path that won on one GPU for one (dtype, directions, batch, hidden)."""
+
+    device: str
+    dtype: str
+    directions: int
+    batch: int
+    hidden: int
+    path: str  # "persistent" or "per_step"
+
+
+@dataclass(frozen=True)
+class Plan:
+    """A tuned plan: the machine it was measured on and the choices made there (see the module docstring)."""
+
+    machine: dict[str, Any]
+    cpu: dict[tuple[str, int], dict[int, int]] = field(default_factory=dict)  # as rnn_xp._plan.COMPILED_MAX_BATCH
+    cuda: tuple[CudaChoice, ...] = ()
+
+    def cuda_path(self, dtype: str, batch: int, hidden: int, directions: int) -> str:
+        """The path measured nearest to (batch, hidden) for this dtype and directions on the current GPU (log-scale
+        distance; ties to the first measured), or "auto" (the launch model) where none was measured."""
+        device = _current_gpu()
+        best, distance = "auto", math.inf
+        for choice in self.cuda:
+            if (choice.device, choice.dtype, choice.directions) != (device, dtype, directions):
+                continue
+            gap = abs(math.log2(choice.batch / batch)) + abs(math.log2(choice.hidden / hidden))
+            if gap < distance:
+                best, distance = choice.path, gap
+        return best
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "rnn_xp_plan": FORMAT,
+            "machine": self.machine,
+            "cpu": [{"dtype": d, "directions": n, "hidden": h, "compiled_max_batch": b}
+                    for (d, n), rows in sorted(self.cpu.items()) for h, b in sorted(rows.items())],
+            "cuda": [vars(choice) for choice in self.cuda],
+        }
+
+    @classmethod
+    def from_json(cls, data: Any, source: str) -> Plan:
+        """A plan from its JSON form; a ValueError names ``source`` and what is wrong."""
+        try:
+            if data.get("rnn_xp_plan") != FORMAT:
+                msg = f"rnn_xp_plan must be {FORMAT}; got {data.get('rnn_xp_plan')!r}"
+                raise ValueError(msg)
+            cpu: dict[tuple[str, int], dict[int, int]] = {}
+            for entry in data["cpu"]:
+                hidden, largest = int(entry["hidden"]), int(entry["compiled_max_batch"])
+                if hidden < 1 or largest < 0:
+                    msg = f"hidden must be >= 1 and compiled_max_batch >= 0; got {hidden} and {largest}"
+                    raise ValueError(msg)
+                cpu.setdefault((str(entry["dtype"]), int(entry["directions"])), {})[hidden] = largest
+            cuda = tuple(
+                CudaChoice(str(c["device"]), str(c["dtype"]), int(c["directions"]), int(c["batch"]),
+                           int(c["hidden"]), str(c["path"]))
+                for c in data["cuda"]
+            )
+            return cls(machine=dict(data["machine"]), cpu=cpu, cuda=cuda)
+        except (AttributeError, KeyError, TypeError, ValueError) as error:
+            msg = f"{source} is not an rnn_xp plan file ({type(error).__name__}: {error})"
+            raise ValueError(msg) from None
+
+
+def this_machine() -> dict[str, Any]:
+    """What a plan must have been measured on to apply here."""
+    return {"cpu": cpu_model(), "usable_cpus": usable_cpus()}
+
+
+def default_path() -> Path:
+    """``$XDG_CACHE_HOME/rnn_xp/plan.json``, or ``~/.cache/rnn_xp/plan.json``."""
+    cache = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(cache) / "rnn_xp" / "plan.json"
+
+
+def plan_path() -> Path | None:
+    """Where this process looks for its plan: ``RNN_XP_PLAN`` (``none``: nowhere), else :func:`default_path`."""
+    value = os.environ.get(PLAN_ENV)
+    if value is None:
+        return default_path()
+    if value.strip().lower() in ("", "none", "off", "0"):
+        return None
+    return Path(value).expanduser()
+
+
+def load(path: str | Path) -> Plan:
+    """Read a plan file.
+
+    Raises
+    ------
+    ValueError
+        The file does not hold an rnn_xp plan.
+    OSError
+        It cannot be read.
+    """
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text())
+    except json.JSONDecodeError as error:
+        msg = f"{path} is not an rnn_xp plan file (not JSON: {error})"
+        raise ValueError(msg) from None
+    return Plan.from_json(data, str(path))
+
+
+def save(plan: Plan, path: str | Path) -> Path:
+    """Write ``plan`` to ``path`` (its folder made if needed), atomically: a reader never sees half a file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(f".{path.name}.{os.getpid()}.partial")
+    partial.write_text(json.dumps(plan.to_json(), indent=1) + "\n")
+    partial.replace(path)
+    return path
+
+
+_lock = threading.Lock()
+_state: dict[str, Any] = {}  # "plan": the active Plan or None, once decided in this process
+
+
+def active_plan() -> Plan | None:
+    """This process's plan: the one :func:`use` set, else the plan file's (read on the first call and kept), if it
+    was made on this machine; None otherwise."""
+    if "plan" not in _state:
+        with _lock:
+            if "plan" not in _state:
+                _state["plan"] = _load_active()
+    plan: Plan | None = _state["plan"]
+    return plan
+
+
+def use(plan: Plan | str | Path | None) -> Plan | None:
+    """Make ``plan`` (a Plan or a plan file's path) this process's plan, whatever machine it names; None: no plan,
+    the fixed rule. Returns the plan now active. Affects calls made after it returns."""
+    chosen = load(plan) if isinstance(plan, str | Path) else plan
+    with _lock:
+        _state["plan"] = chosen
+    return chosen
+
+
+def _load_active() -> Plan | None:
+    path = plan_path()
+    if path is None or not path.is_file():
+        return None
+    try:
+        plan = load(path)
+    except (OSError, ValueError) as error:
+        warnings.warn(f"rnn_xp: ignoring the plan file: {error}", RuntimeWarning, stacklevel=4)
+        return None
+    here = this_machine()
+    made_on = {key: plan.machine.get(key) for key in here}
+    if made_on != here:
+        warnings.warn(
+            f"rnn_xp: ignoring the plan file {path}: it was measured on {made_on}, this process runs on {here} "
+            "(run `rnn-xp tune` here to make one)", RuntimeWarning, stacklevel=4,
+        )
+        return None
+    return plan
+
+
+def _after_fork_in_child() -> None:
+    global _lock
+    _lock = threading.Lock()  # the parent's may have been copied held by a thread that does not exist here
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+# -- measuring -----------------------------------------------------------------------------------------------------
+def tune(
+    path: str | Path | None = None,
+    *,
+    dtypes: Sequence[str] = ("float32", "float64"),
+    directions: Sequence[int] = (1, 2),
+    hidden_sizes: Sequence[int] = HIDDEN_SIZES,
+    batches: Sequence[int] = BATCHES,
+    steps: int = STEPS,
+    gpu: bool | None = None,
+    budget: float = 0.1,
+    progress: Callable[[str], None] | None = None,
+) -> Plan:
+    """Time this machine's loops and write the plan file (``path``, else :func:`plan_path`, else
+    :func:`default_path`). The current process keeps its plan until :func:`use` is called.
+
+    ``gpu``: also time the CUDA paths (None: when CuPy sees a GPU). ``budget``: seconds of timing per loop and shape.
+
+    Returns
+    -------
+    Plan
+        What was written.
+    """
+    from rnn_xp.loops import numba_available
+
+    cpu: dict[tuple[str, int], dict[int, int]] = {}
+    if numba_available():
+        for dtype in dtypes:
+            for count in directions:
+                table = measure_cpu(dtype, count, hidden_sizes=hidden_sizes, batches=batches, steps=steps,
+                                    budget=budget, progress=progress)
+                cpu[(dtype, count)] = fit_max_batch(table, hidden_sizes, batches)
+    cuda: tuple[CudaChoice, ...] = ()
+    if gpu or (gpu is None and _current_gpu(import_cupy=True) is not None):
+        cuda = measure_cuda(dtypes, directions, hidden_sizes=hidden_sizes, batches=batches, steps=steps,
+                            budget=budget, progress=progress)
+    plan = Plan(machine=this_machine(), cpu=cpu, cuda=cuda)
+    save(plan, path if path is not None else (plan_path() or default_path()))
+    return plan
+
+
+def measure_cpu(
+    dtype: str, directions: int, *, hidden_sizes: Sequence[int] = HIDDEN_SIZES, batches: Sequence[int] = BATCHES,
+    steps: int = STEPS, budget: float = 0.1, progress: Callable[[str], None] | None = None,
+) -> dict[tuple[int, int], dict[str, float]]:
+    """Median seconds of a layer's forward (T = ``steps``, I = :data:`INPUT_SIZE`) in the NumPy and the compiled
+    loop, per (hidden, batch); the loops alternate, so a disturbance hits both. Along each hidden size the batch
+    grows until the compiled loop has lost twice in a row by 10% (larger batches only favour the NumPy loop)."""
+    import numpy as np
+
+    import rnn_xp
+
+    table: dict[tuple[int, int], dict[str, float]] = {}
+    for hidden in hidden_sizes:
+        losses = 0
+        for batch in batches:
+            x = np.random.default_rng(0).standard_normal((steps, batch, INPUT_SIZE)).astype(dtype)
+            calls = {
+                loop: _layer_call(rnn_xp.RNN(INPUT_SIZE, hidden, bidirectional=directions == 2, dtype=dtype, seed=0,
+                                             loop=loop).eval(), x)
+                for loop in ("numpy", "compiled")
+            }
+            seconds = _alternating_medians(calls, budget)
+            table[(hidden, batch)] = seconds
+            if progress is not None:
+                progress(f"cpu {dtype} D={directions} H={hidden} B={batch}: "
+                         + ", ".join(f"{k} {v * 1e3:.3f} ms" for k, v in seconds.items()))
+            losses = losses + 1 if seconds["compiled"] > 1.1 * seconds["numpy"] else 0
+            if losses == 2:
+                break
+    return table
+
+
+def fit_max_batch(
+    table: dict[tuple[int, int], dict[str, float]], hidden_sizes: Sequence[int], batches: Sequence[int]
+) -> dict[int, int]:
+    """{hidden: largest batch for the compiled loop}: for each hidden size, the threshold (0 or one of ``batches``)
+    that loses the least time over the measured batches, as the sum of log(time taken / time of the faster loop);
+    ties go to the smaller threshold. A batch not measured counts as won by the NumPy loop."""
+    fitted = {}
+    for hidden in hidden_sizes:
+        logs = []  # log(compiled / numpy) per batch: > 0 where the NumPy loop was faster
+        for batch in batches:
+            seconds = table.get((hidden, batch))
+            logs.append(math.log(seconds["compiled"] / seconds["numpy"]) if seconds else math.inf)
+        best, best_loss = 0, sum(max(0.0, -v) for v in logs)
+        for index, batch in enumerate(batches):
+            loss = sum(max(0.0, v) for v in logs[:index + 1]) + sum(max(0.0, -v) for v in logs[index + 1:])
+            if loss < best_loss:
+                best, best_loss = batch, loss
+        fitted[hidden] = best
+    return fitted
+
+
+def measure_cuda(
+    dtypes: Sequence[str], directions: Sequence[int], *, hidden_sizes: Sequence[int], batches: Sequence[int],
+    steps: int, budget: float, progress: Callable[[str], None] | None = None,
+) -> tuple[CudaChoice, ...]:
+    """The faster of the persistent kernels and the per-step path per (dtype, directions, batch, hidden) on the
+    current GPU (CUDA events around each call, after a warm-up); only where the persistent kernels fit."""
+    import cupy
+
+    from rnn_xp.loops.cuda import CudaLoop
+
+    device = _current_gpu()
+    assert device is not None
+    choices = []
+    for dtype in dtypes:
+        for count in directions:
+            for hidden in hidden_sizes:
+                for batch in batches:
+                    params = {name: cupy.asarray(value) for name, value in _params(dtype, count, hidden).items()}
+                    x = cupy.random.default_rng(0).standard_normal((steps, batch, INPUT_SIZE)).astype(dtype)
+                    calls = {path: _cuda_call(x, params, CudaLoop(path)) for path in ("persistent", "per_step")}
+                    seconds = _alternating_medians(calls, budget, synchronize=cupy.cuda.Device().synchronize)
+                    path = min(seconds, key=seconds.__getitem__)
+                    if progress is not None:
+                        progress(f"cuda {dtype} D={count} H={hidden} B={batch}: {path}")
+                    choices.append(CudaChoice(device, dtype, count, batch, hidden, path))
+    return tuple(choices)
+
+
+def _layer_call(rnn: Any, x: Any) -> Callable[[], None]:
+    def call() -> None:
+        rnn(x)
+
+    return call
+
+
+def _cuda_call(x: Any, params: dict[str, Any], loop: Any) -> Callable[[], None]:
+    """One forward of ``params`` over ``x`` (CuPy) with ``loop``, the plan's choice bypassed."""
+    import array_api_compat.cupy as xp
+
+    from rnn_xp._layout import CallerLayout
+    from rnn_xp.functional import _core
+    from rnn_xp.params import layout_from_params
+
+    layout = layout_from_params(params)
+
+    def call() -> None:
+        _core.forward(xp, loop, x, params, layout, None, None, "tanh", [], CallerLayout())
+
+    return call
+
+
+def _params(dtype: str, directions: int, hidden: int) -> dict[str, Any]:
+    import rnn_xp
+
+    return rnn_xp.RNN(INPUT_SIZE, hidden, bidirectional=directions == 2, dtype=dtype, seed=0).state_dict()
+
+
+def _alternating_medians(
+    calls: dict[str, Callable[[], None]], budget: float, synchronize: Callable[[], None] = lambda: None
+) -> dict[str, float]:
+    """Median seconds of each call: one untimed call each, then rounds in which each runs once, until every call
+    has run for ``budget`` seconds in all (at least 5 rounds, at most 200)."""
+    for call in calls.values():
+        call()
+    synchronize()
+    samples: dict[str, list[float]] = {name: [] for name in calls}
+    for round_ in range(200):
+        for name, call in calls.items():
+            started = time.perf_counter()
+            call()
+            synchronize()
+            samples[name].append(time.perf_counter() - started)
+        if round_ >= 4 and min(sum(s) for s in samples.values()) >= budget:
+            break
+    return {name: statistics.median(s) for name, s in samples.items()}
+
+
+def _current_gpu(*, import_cupy: bool = False) -> str | None:
+    """The current CUDA device's name, or None where CuPy or a GPU is missing (CuPy is imported only if asked)."""
+    import importlib
+    import sys
+
+    cupy = sys.modules.get("cupy")
+    if cupy is None and import_cupy:
+        try:
+            cupy = importlib.import_module("cupy")
+        except ImportError:
+            return None
+    if cupy is None:
+        return None
+    try:
+        return str(cupy.cuda.runtime.getDeviceProperties(cupy.cuda.Device().id)["name"].decode())
+    except Exception:  # no driver or device
+        return None
