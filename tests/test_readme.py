@@ -85,7 +85,10 @@ def test_the_parser_reads_markers_and_expected_output() -> None:
     assert (second.code, second.requires, second.prints) == ("import os\n", (), None)
 
 
-DOCUMENTED = ["rnn_xp.training", "rnn_xp.training.models", "rnn_xp.functional", "rnn_xp.layer"]
+DOCUMENTED = ["rnn_xp.training", "rnn_xp.training.models", "rnn_xp.functional", "rnn_xp.layer",
+              pytest.param("rnn_xp.onnx", marks=pytest.mark.skipif(
+                  importlib.util.find_spec("onnx") is None or importlib.util.find_spec("onnxruntime") is None,
+                  reason="rnn_xp.onnx's examples need onnx and onnxruntime, which are not installed"))]
 
 
 @pytest.mark.parametrize("module_name", DOCUMENTED)
