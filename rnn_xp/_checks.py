@@ -186,7 +186,16 @@ def check_call(
 ) -> Call:
     """Validate x, h0 and lengths against the parameter layout; lengths come back as int32 (B,) on the device."""
     check_array(xp, x, "x", dtype=dtype, device=device)
-    shape = tuple(int(n) for n in x.shape)
+    num_steps, batch, unbatched = sequence_sizes(tuple(int(n) for n in x.shape), layout, batch_first=batch_first)
+    if h0 is not None:
+        _check_h0(xp, h0, layout, batch, unbatched, dtype=dtype, device=device)
+    checked = None if lengths is None else check_lengths(xp, lengths, num_steps, batch, unbatched, device=device)
+    return Call(x, h0, checked, CallerLayout(batch_first=batch_first and not unbatched, unbatched=unbatched),
+                num_steps, batch)
+
+
+def sequence_sizes(shape: tuple[int, ...], layout: ParamLayout, *, batch_first: bool) -> tuple[int, int, bool]:
+    """(T, B, unbatched) from x's shape, after checking it against the parameters (any array type's shape)."""
     layout_text = "(B, T, input_size)" if batch_first else "(T, B, input_size)"
     if len(shape) not in (2, 3):
         msg = f"x must be 3-D {layout_text} or 2-D (T, input_size) unbatched; got shape {shape}"
@@ -205,26 +214,26 @@ def check_call(
     if batch == 0:
         msg = f"x must have a batch of at least one sequence; got shape {shape}"
         raise ValueError(msg)
-    if h0 is not None:
-        _check_h0(xp, h0, layout, batch, unbatched, dtype=dtype, device=device)
-    checked = None if lengths is None else check_lengths(xp, lengths, num_steps, batch, unbatched, device=device)
-    return Call(x, h0, checked, CallerLayout(batch_first=batch_first and not unbatched, unbatched=unbatched),
-                num_steps, batch)
+    return num_steps, batch, unbatched
+
+
+def check_h0_shape(shape: tuple[int, ...], layout: ParamLayout, batch: int, unbatched: bool) -> None:
+    """h0's shape is (L*D, B, H), or (L*D, H) unbatched."""
+    stacked = layout.num_layers * layout.num_directions
+    expected = (stacked, layout.hidden_size) if unbatched else (stacked, batch, layout.hidden_size)
+    meaning = "(num_layers*num_directions, hidden_size)" if unbatched else (
+        "(num_layers*num_directions, batch, hidden_size)"
+    )
+    if shape != expected:
+        msg = f"h0 must have shape {expected} {meaning}; got {shape}"
+        raise ValueError(msg)
 
 
 def _check_h0(
     xp: Any, h0: Any, layout: ParamLayout, batch: int, unbatched: bool, *, dtype: Any, device: Any
 ) -> None:
     check_array(xp, h0, "h0", dtype=dtype, device=device)
-    stacked = layout.num_layers * layout.num_directions
-    expected = (stacked, layout.hidden_size) if unbatched else (stacked, batch, layout.hidden_size)
-    meaning = "(num_layers*num_directions, hidden_size)" if unbatched else (
-        "(num_layers*num_directions, batch, hidden_size)"
-    )
-    got = tuple(int(n) for n in h0.shape)
-    if got != expected:
-        msg = f"h0 must have shape {expected} {meaning}; got {got}"
-        raise ValueError(msg)
+    check_h0_shape(tuple(int(n) for n in h0.shape), layout, batch, unbatched)
 
 
 def check_lengths(xp: Any, lengths: Any, num_steps: int, batch: int, unbatched: bool, *, device: Any) -> Any:

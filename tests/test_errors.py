@@ -183,3 +183,74 @@ FUNCTIONAL_CASES: list[tuple[str, Callable[[], Any], type[Exception], str]] = [
 def test_bad_functional_call(call: Callable[[], Any], error: type[Exception], pattern: str) -> None:
     with pytest.raises(error, match=pattern):
         call()
+
+
+ATTRIBUTES = [  # (attribute, bad value, the constructor's keyword for it or None)
+    ("dropout", 1.5, "dropout"),
+    ("dropout", 1, "dropout"),
+    ("dropout", -0.1, "dropout"),
+    ("dropout", "0.5", "dropout"),
+    ("nonlinearity", "sigmoid", "nonlinearity"),
+    ("batch_first", 1, "batch_first"),
+    ("loop", "fast", "loop"),
+    ("dtype", "float16", "dtype"),
+    ("training", "yes", None),
+]
+
+
+@pytest.mark.parametrize(("name", "value", "keyword"), ATTRIBUTES)
+def test_an_attribute_set_later_gets_the_constructors_check(name: str, value: Any, keyword: str | None) -> None:
+    rnn = _layer()
+    before = _snapshot(rnn)
+    kept = getattr(rnn, name)
+    with pytest.raises((ValueError, TypeError)) as later:
+        setattr(rnn, name, value)
+    assert getattr(rnn, name) == kept
+    _assert_unchanged(rnn, before)
+    if keyword is not None:
+        with pytest.raises(later.type) as at_construction:
+            rnn_xp.RNN(I, H, **{keyword: value})
+        assert str(later.value) == str(at_construction.value)
+    else:
+        assert str(later.value) == f"{name} must be True or False; got str {value!r}"
+
+
+def test_dropout_set_later_to_one_fails_at_once_not_in_training() -> None:
+    rnn = rnn_xp.RNN(I, H, num_layers=2, seed=0)
+    with pytest.raises(ValueError, match=r"dropout must be in \[0, 1\); got 1"):
+        rnn.dropout = 1
+    rnn.dropout = 0.25  # a good value is kept and used
+    out, _ = rnn(_x())
+    assert rnn.dropout == 0.25 and np.isfinite(out).all()
+
+
+def test_the_dtype_cannot_change_after_construction() -> None:
+    rnn = rnn_xp.RNN(I, H, seed=0)
+    rnn.dtype = np.float32  # the same dtype, spelled another way: accepted
+    with pytest.raises(ValueError, match=r"dtype cannot change after construction \(the parameters are float32\); "
+                                         r"got 'float64'"):
+        rnn.dtype = "float64"
+    assert rnn.dtype == "float32"
+
+
+@pytest.mark.parametrize(("attribute", "build"), [
+    ("many_to_one", lambda: _sequence_model()),
+    ("return_sequences", lambda: _simple_rnn()),
+])
+def test_the_training_models_check_their_switches_when_set(attribute: str, build: Callable[[], Any]) -> None:
+    model = build()
+    with pytest.raises(TypeError, match=rf"{attribute} must be True or False; got int 1"):
+        setattr(model, attribute, 1)
+    assert getattr(model, attribute) is False
+
+
+def _sequence_model() -> Any:
+    from rnn_xp.training import Linear, SequenceModel
+
+    return SequenceModel(rnn_xp.RNN(I, H, seed=0), Linear(H, 2, seed=0))
+
+
+def _simple_rnn() -> Any:
+    from rnn_xp.training import SimpleRNN
+
+    return SimpleRNN(I, H, seed=0)

@@ -18,7 +18,7 @@ from dask.array.utils import meta_from_array
 from dask.base import tokenize
 
 from rnn_xp._arrays import namespace_of
-from rnn_xp._checks import check_bool, check_lengths, check_nonlinearity
+from rnn_xp._checks import check_bool, check_h0_shape, check_lengths, check_nonlinearity, sequence_sizes
 from rnn_xp.functional import rnn_forward as functional_forward
 from rnn_xp.params import ParamLayout, layout_from_params
 
@@ -108,20 +108,11 @@ def _check_x(x: Any, xp: Any, dtype: Any, layout: ParamLayout, batch_first: bool
     if x.dtype != dtype:
         msg = f"x must have dtype {dtype} (the parameters' dtype); got {x.dtype}"
         raise TypeError(msg)
-    layout_text = "(B, T, input_size)" if batch_first else "(T, B, input_size)"
     shape = tuple(x.shape)
-    if x.ndim not in (2, 3):
-        msg = f"x must be 3-D {layout_text} or 2-D (T, input_size) unbatched; got shape {shape}"
-        raise ValueError(msg)
-    if any(np.isnan(n) for n in shape):
+    if len(shape) in (2, 3) and any(np.isnan(n) for n in shape):
         msg = f"x has unknown chunk sizes {x.chunks}; call x.compute_chunk_sizes() first"
         raise ValueError(msg)
-    if shape[-1] != layout.input_size:
-        msg = f"x must have input_size={layout.input_size} as its last dimension; got shape {shape}"
-        raise ValueError(msg)
-    if 0 in shape:
-        msg = f"x must have at least one time step and one sequence; got shape {shape}"
-        raise ValueError(msg)
+    sequence_sizes(tuple(int(n) for n in shape), layout, batch_first=batch_first)
     batch_axis = None if x.ndim == 2 else (0 if batch_first else 1)
     split = {axis: x.chunks[axis] for axis in range(x.ndim) if axis != batch_axis and len(x.chunks[axis]) > 1}
     if split:
@@ -137,11 +128,7 @@ def _check_x(x: Any, xp: Any, dtype: Any, layout: ParamLayout, batch_first: bool
 
 
 def _unbatched_h0(h0: Any, layout: ParamLayout) -> Any:
-    stacked = layout.num_layers * layout.num_directions
-    expected = (stacked, layout.hidden_size)
-    if tuple(h0.shape) != expected:
-        msg = f"h0 must have shape {expected} (num_layers*num_directions, hidden_size); got {tuple(h0.shape)}"
-        raise ValueError(msg)
+    check_h0_shape(tuple(int(n) for n in h0.shape), layout, 1, unbatched=True)
     return h0 if isinstance(h0, da.Array) else da.from_array(h0, chunks=-1)
 
 
