@@ -219,9 +219,9 @@ def tune(
     *,
     dtypes: Sequence[str] = ("float32", "float64"),
     directions: Sequence[int] = (1, 2),
-    hidden_sizes: Sequence[int] = HIDDEN_SIZES,
-    batches: Sequence[int] = BATCHES,
-    steps: int = STEPS,
+    hidden_sizes: Sequence[int] | None = None,
+    batches: Sequence[int] | None = None,
+    steps: int | None = None,
     gpu: bool | None = None,
     budget: float = 0.1,
     progress: Callable[[str], None] | None = None,
@@ -229,7 +229,9 @@ def tune(
     """Time this machine's loops and write the plan file (``path``, else :func:`plan_path`, else
     :func:`default_path`). The current process keeps its plan until :func:`use` is called.
 
-    ``gpu``: also time the CUDA paths (None: when CuPy sees a GPU). ``budget``: seconds of timing per loop and shape.
+    ``hidden_sizes``, ``batches``, ``steps``: the grid (default :data:`HIDDEN_SIZES`, :data:`BATCHES`,
+    :data:`STEPS`). ``gpu``: also time the CUDA paths (None: when CuPy sees a GPU). ``budget``: seconds of timing
+    per loop and shape.
 
     Returns
     -------
@@ -238,6 +240,9 @@ def tune(
     """
     from rnn_xp.loops import numba_available
 
+    hidden_sizes = HIDDEN_SIZES if hidden_sizes is None else tuple(hidden_sizes)
+    batches = BATCHES if batches is None else tuple(batches)
+    steps = STEPS if steps is None else steps
     cpu: dict[tuple[str, int], dict[int, int]] = {}
     if numba_available():
         for dtype in dtypes:

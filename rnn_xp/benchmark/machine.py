@@ -11,6 +11,8 @@ from typing import Any
 
 import numpy as np
 
+from rnn_xp._cpu import cpu_model, usable_cpus
+
 
 def describe() -> dict[str, Any]:
     """A JSON-ready description of the machine; every field is measured or read, never assumed."""
@@ -19,7 +21,8 @@ def describe() -> dict[str, Any]:
     return {
         "python": platform.python_version(),
         "platform": platform.platform(),
-        "cpu": {"model": cpu_model(), "logical_cores": os.cpu_count(), "blas": blas()},
+        "cpu": {"model": cpu_model(), "logical_cores": os.cpu_count(), "usable_cpus": usable_cpus(),
+                "blas": blas()},
         "versions": {
             "rnn_xp": rnn_xp.__version__,
             "numpy": np.__version__,
@@ -28,17 +31,19 @@ def describe() -> dict[str, Any]:
         },
         "gpus": gpus(),
         "paths": paths(),
+        "loop plan": loop_plan(),
     }
 
 
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
+def loop_plan() -> str:
+    """Where this process's choice of loops comes from: the fixed rule, or a tuned plan file (``rnn-xp tune``)."""
+    from rnn_xp import tuning
+
+    plan = tuning.active_plan()
+    if plan is None:
+        where = tuning.plan_path()
+        return "fixed rule (no plan file" + (f" at {where})" if where is not None else ": RNN_XP_PLAN=none)")
+    return f"tuned plan {tuning.plan_path()} (measured on {plan.machine.get('cpu')})"
 
 
 def blas() -> str:
@@ -165,7 +170,8 @@ def format_text(info: dict[str, Any]) -> str:
     """The description as the lines ``rnn-xp info`` prints."""
     lines = [
         f"rnn_xp {info['versions']['rnn_xp']} on Python {info['python']} ({info['platform']})",
-        f"CPU: {info['cpu']['model']}, {info['cpu']['logical_cores']} logical cores, BLAS {info['cpu']['blas']}",
+        f"CPU: {info['cpu']['model']}, {info['cpu']['logical_cores']} logical cores "
+        f"({info['cpu']['usable_cpus']} usable by this process), BLAS {info['cpu']['blas']}",
         "versions: " + ", ".join(f"{k} {v}" for k, v in info["versions"].items() if v is not None)
         + ("; not installed: " + ", ".join(k for k, v in info["versions"].items() if v is None)
            if any(v is None for v in info["versions"].values()) else ""),
@@ -181,4 +187,5 @@ def format_text(info: dict[str, Any]) -> str:
         lines.append("GPU: none found (CuPy missing or no CUDA device)")
     lines.append("paths:")
     lines += [f"  {name}: {state}" for name, state in info["paths"].items()]
+    lines.append(f"CPU loop choice: {info['loop plan']}")
     return "\n".join(lines)

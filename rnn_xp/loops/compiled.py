@@ -32,12 +32,19 @@ def _transposed(weight: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(weight.T)
 
 
+def uses_row_dots(batch: int) -> bool:
+    """Whether the forward multiplies by W_hh as dot products with its rows (:func:`numba_kernels.add_row_dots`)
+    rather than as sums of rows of W^T: for one sample, where each sample reads all of W_hh anyway and the dot
+    products vectorise along the row (bench/results/*-fast-paths.md)."""
+    return batch == 1
+
+
 def forward_layer(xp: Any, layer: LayerForward) -> list[np.ndarray]:
     kernels = _kernels()
     num_steps, batch, hidden = layer.shape
     lengths = host_lengths(layer.lengths, num_steps, batch)
     relu, fast_tanh = layer.nonlinearity == "relu", layer.projections[0].dtype == np.float32
-    dots = batch == 1  # one sample: dot products with the rows of W_hh itself (numba_kernels.add_row_dots)
+    dots = uses_row_dots(batch)
     results = []
     for direction, (states, bias, weight_hh, h0) in enumerate(
         zip(layer.projections, layer.biases, layer.weights_hh, layer.h0s, strict=True)

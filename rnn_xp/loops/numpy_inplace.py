@@ -42,9 +42,7 @@ def forward_layer(xp: Any, layer: LayerForward) -> list[np.ndarray]:
     ):
         if bias is not None:
             states += bias
-        # W_hh^T made contiguous once a call: OpenBLAS's GEMM with the transposed view is up to twice as slow
-        # (bench/results/*-loop-rule.md)
-        weight_hh_t = np.ascontiguousarray(weight_hh.T)
+        weight_hh_t = recurrent_operand(weight_hh)
         recurrent = np.empty_like(h0)
         previous = h0
         for t in steps(num_steps, direction):
@@ -64,6 +62,12 @@ def forward_layer(xp: Any, layer: LayerForward) -> list[np.ndarray]:
     return layer.projections
 
 
+def recurrent_operand(weight_hh: np.ndarray) -> np.ndarray:
+    """W_hh^T for the step's ``h @ W_hh^T``, made contiguous once a call (H^2 element moves): OpenBLAS multiplies by
+    it faster than by the transposed view (bench/results/*-fast-paths.md)."""
+    return np.ascontiguousarray(weight_hh.T)
+
+
 def backward_layer(xp: Any, layer: LayerBackward) -> tuple[list[np.ndarray], list[np.ndarray]]:
     num_steps, batch, _ = layer.shape
     fused = _fused()
@@ -76,6 +80,7 @@ def backward_layer(xp: Any, layer: LayerBackward) -> tuple[list[np.ndarray], lis
     ):
         # Where the gradient does not pass (padding; a relu unit that is off) it is set to 0, not multiplied by 0,
         # so an inf or NaN arriving there does not spread.
+        grad_state = np.ascontiguousarray(grad_state)  # a direction's slice of the layer's gradient: one layout
         grad_preact = np.empty_like(state)
         slope = dead = None  # for the plain NumPy calls: the activation's slope, and where nothing passes
         if fused is None:
