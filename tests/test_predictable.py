@@ -158,6 +158,7 @@ def test_threads_on_one_layer_and_on_different_layers_get_their_own_results(shar
 
 
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="fork is POSIX")
+@pytest.mark.filterwarnings("ignore:os.fork:RuntimeWarning")  # JAX's, when another test imported it; not used here
 def test_a_child_forked_while_other_threads_run_calls_and_hold_the_plan_lock_works() -> None:
     """The child gets new locks (rnn_xp.tuning's is held by another thread at the fork) and gives the parent's bits."""
     x = np.random.default_rng(4).standard_normal((20, 3, 5)).astype(np.float32)
