@@ -85,7 +85,9 @@ def test_the_parser_reads_markers_and_expected_output() -> None:
     assert (second.code, second.requires, second.prints) == ("import os\n", (), None)
 
 
-DOCUMENTED = ["rnn_xp.training", "rnn_xp.training.models", "rnn_xp.functional", "rnn_xp.layer"]
+DOCUMENTED = ["rnn_xp.training", "rnn_xp.training.models", "rnn_xp.functional", "rnn_xp.layer",
+              pytest.param("rnn_xp.loops.jax_scan", marks=pytest.mark.skipif(
+                  importlib.util.find_spec("jax") is None, reason="the JAX loop's example needs jax (rnn-xp[peers])"))]
 
 
 @pytest.mark.parametrize("module_name", DOCUMENTED)
