@@ -4,10 +4,12 @@
 from __future__ import annotations
 
 import numbers
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+import array_api_compat
 import numpy as np
 from array_api_compat import device as device_of
 
@@ -25,7 +27,7 @@ class Call:
 
     x: Any
     h0: Any | None
-    lengths: Any | None  # (B,) int32 on the arrays' device, every value in [1, T]
+    lengths: Any | None  # (B,) int32 on the arrays' device, every value in [1, T] ([0, T] when traced: check_lengths)
     layout: CallerLayout
     num_steps: int
     batch: int
@@ -237,22 +239,45 @@ def _check_h0(
 
 
 def check_lengths(xp: Any, lengths: Any, num_steps: int, batch: int, unbatched: bool, *, device: Any) -> Any:
-    """``lengths`` as a (B,) int32 array of ``xp`` on ``device``, after checking every value lies in [1, T]."""
+    """``lengths`` as a (B,) int32 array of ``xp`` on ``device``, after checking every value lies in [1, T].
+
+    With JAX arrays, ``lengths`` may be traced (an argument of a function under ``jax.jit`` or ``jax.vmap``): its
+    dtype and shape are checked, but its values exist only when the compiled function runs, so nothing can raise for
+    them; they are clipped to [0, T] instead. A length of 0 or less is then an empty sequence (zero outputs, h_n = h0,
+    no gradient into its x) and a length above T is T: what the loops' rule "step t is inside sample b when
+    t < lengths[b]" gives for such values, made explicit (and safe from int32 wrap-around) by the clip.
+    """
     if unbatched:
         msg = "lengths must be None for unbatched (2-D) x; give x a batch dimension to use lengths"
         raise ValueError(msg)
+    if _is_jax_tracer(lengths) and array_api_compat.is_jax_namespace(xp):
+        _check_integer_vector(lengths.dtype, xp.isdtype(lengths.dtype, "integral"), tuple(lengths.shape), batch)
+        # the upper bound in the lengths' own dtype (where T does not fit, e.g. uint8 and T = 300, nothing exceeds T)
+        high = min(num_steps, int(xp.iinfo(lengths.dtype).max))
+        return xp.astype(xp.clip(lengths, min=0, max=high), xp.int32)
     host = _lengths_to_numpy(lengths)
-    if host.dtype.kind not in "iu":
-        msg = f"lengths must hold integers; got dtype {host.dtype}"
-        raise TypeError(msg)
-    if host.shape != (batch,):
-        msg = f"lengths must have shape ({batch},) (batch,); got {host.shape}"
-        raise ValueError(msg)
+    _check_integer_vector(host.dtype, host.dtype.kind in "iu", host.shape, batch)
     low, high = int(host.min()), int(host.max())
     if low < 1 or high > num_steps:
         msg = f"lengths must lie in [1, T={num_steps}]; got values from {low} to {high}"
         raise ValueError(msg)
     return xp.asarray(host.astype(np.int32), device=device)
+
+
+def _check_integer_vector(dtype: Any, integral: bool, shape: tuple[int, ...], batch: int) -> None:
+    if not integral:
+        msg = f"lengths must hold integers; got dtype {dtype}"
+        raise TypeError(msg)
+    if shape != (batch,):
+        msg = f"lengths must have shape ({batch},) (batch,); got {shape}"
+        raise ValueError(msg)
+
+
+def _is_jax_tracer(value: Any) -> bool:
+    """Whether ``value`` is a traced JAX array (no values on the host). Without jax imported nothing is a tracer, so
+    this never imports jax."""
+    jax = sys.modules.get("jax")
+    return jax is not None and isinstance(value, jax.core.Tracer)
 
 
 def _lengths_to_numpy(lengths: Any) -> np.ndarray:
@@ -278,8 +303,9 @@ def _lengths_to_numpy(lengths: Any) -> np.ndarray:
     except Exception as error:  # a JAX tracer has no values (jax raises its own TypeError subclasses)
         msg = (
             "lengths must hold concrete values, which are checked on the host; got a traced "
-            f"{type(lengths).__name__} (inside jax.jit/vmap, pass lengths as a list or NumPy array closed over, "
-            f"not as a traced argument) ({type(error).__name__})"
+            f"{type(lengths).__name__} (traced lengths are taken with JAX arrays x, h0 and params only; otherwise, "
+            f"inside jax.jit/vmap, pass lengths as a list or NumPy array closed over, not as a traced argument) "
+            f"({type(error).__name__})"
         )
         raise TypeError(msg) from None
 

@@ -7,7 +7,9 @@
   ``"compiled"`` force one.
 - CuPy arrays: :class:`rnn_xp.loops.cuda.CudaLoop`, unless ``RNN_XP_FORCE_GENERIC=1`` (read once, at import) or the
   caller asks for the generic loop;
-- everything else (array-api-strict, torch, JAX), and truncated BPTT everywhere: :mod:`rnn_xp.loops.generic`.
+- JAX arrays: :mod:`rnn_xp.loops.jax_scan` (one ``lax.scan`` per direction), unless the caller asks for the generic
+  loop;
+- everything else (array-api-strict, torch), and truncated BPTT everywhere: :mod:`rnn_xp.loops.generic`.
 
 The rule's table is :data:`COMPILED_MAX_BATCH`, measured on this project's machine (how: ``bench/loop_rule.py``; the
 measurements beside it in ``bench/results/``). A user who wants the choice fitted to their own machine runs
@@ -21,6 +23,8 @@ import math
 import os
 from collections.abc import Sequence
 from typing import Any
+
+import array_api_compat
 
 from rnn_xp import tuning
 from rnn_xp._arrays import is_cupy, is_numpy
@@ -101,6 +105,10 @@ def choose_loop(
 
         plan = tuning.active_plan()
         return CudaLoop(path="auto" if plan is None else plan.cuda_path(dtype, batch, hidden, directions))
+    if array_api_compat.is_jax_namespace(xp):
+        from rnn_xp.loops import jax_scan
+
+        return jax_scan  # a module implementing the protocol
     return generic_loop()
 
 

@@ -163,10 +163,11 @@ def test_rnn_backward_inside_jax_jit_equals_it_outside(jax: Any, data: dict[str,
     _assert_grads((grads, grad_x, grad_h0), expected)
 
 
-def test_jax_traced_lengths_are_refused_with_a_way_out(jax: Any, data: dict[str, Any]) -> None:
-    params, x, h0 = _jax_inputs(jax, data)
-    traced = jax.jit(lambda lengths: rnn_forward(x, params, h0, lengths=lengths, **KWARGS)[0])
-    with pytest.raises(TypeError, match=r"lengths must hold concrete values.*pass lengths as a list or NumPy array"):
+def test_jax_traced_lengths_with_numpy_arrays_are_refused_with_a_way_out(jax: Any, data: dict[str, Any]) -> None:
+    """Traced lengths are taken with JAX arrays (tests/test_jax_scan.py); NumPy's loops need their values."""
+    traced = jax.jit(lambda lengths: rnn_forward(data["x"], data["params"], data["h0"], lengths=lengths, **KWARGS)[0])
+    with pytest.raises(TypeError, match=r"lengths must hold concrete values.*with JAX arrays x, h0 and params only.*"
+                                        r"pass lengths as a list or NumPy array"):
         traced(jax.numpy.asarray(data["lengths"]))
 
 

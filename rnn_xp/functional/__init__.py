@@ -3,7 +3,8 @@
 This is the entry for array-API codebases (NumPy, CuPy, PyTorch, JAX, array-api-strict). It never mutates its
 inputs; the namespace is inferred with array-api-compat. Being array operations only, it runs inside other
 frameworks' automatic differentiation: torch autograd, and JAX's ``grad``, ``jit`` and ``vmap`` and their
-compositions (``lengths`` must then be concrete, a list or NumPy array, not a traced argument).
+compositions (JAX arrays run one ``lax.scan`` per direction, :mod:`rnn_xp.loops.jax_scan`, whose example shows
+``jit(grad)`` with traced ``lengths``).
 
 What the cache holds: copies of ``x`` and ``h0`` (and ``out`` is never the array the cache reads), so editing them in
 place after the forward does not change its backward; ``params`` by reference, so an in-place edit of a parameter
@@ -79,7 +80,8 @@ def rnn_forward(
     lengths : sequence of int, or integer array of any namespace and device, shape (B,), optional
         Each sequence's length in [1, T], as ``pack_padded_sequence`` takes them: outputs past a sequence's end
         are zero, h_n holds each sequence's state at its own last step, and the reverse direction starts there.
-        The values are checked on the host (so under ``jax.jit`` they must be concrete).
+        The values are checked on the host; with JAX arrays, lengths traced under ``jax.jit``/``vmap`` are taken
+        too, their values clipped to [0, T] instead (0: an empty sequence; :mod:`rnn_xp.loops.jax_scan`).
     nonlinearity : {"tanh", "relu"}
     batch_first : bool
         x and the output are (B, T, ·); h0 and h_n are not affected.
@@ -91,8 +93,9 @@ def rnn_forward(
     loop : {"auto", "generic", "numpy", "compiled"}
         The time loop: "auto" the plan's choice for the arrays' namespace (on NumPy the compiled loop or the NumPy
         loop, by a fixed rule of dtype, batch, hidden size and directions, or by the tuned plan file when there is
-        one: :mod:`rnn_xp.tuning`; CuPy's kernels); "generic" the Array-API loop everywhere (benchmarks,
-        debugging); "numpy" / "compiled" force NumPy's in-place loop / the compiled numba loop (NumPy arrays only).
+        one: :mod:`rnn_xp.tuning`; CuPy's kernels; JAX's ``lax.scan`` loop); "generic" the Array-API loop
+        everywhere (benchmarks, debugging); "numpy" / "compiled" force NumPy's in-place loop / the compiled numba
+        loop (NumPy arrays only).
         The backward uses the forward's.
 
     Returns

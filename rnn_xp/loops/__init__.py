@@ -6,6 +6,7 @@
   batches);
 - :mod:`rnn_xp.loops.generic`: any Array-API namespace, no in-place writes (works on JAX); the only loop that
   truncates BPTT;
+- :mod:`rnn_xp.loops.jax_scan`: JAX; one ``jax.lax.scan`` per direction (tracing and compiling do not grow with T);
 - :class:`rnn_xp.loops.cuda.CudaLoop`: CuPy; the fused kernels of :mod:`rnn_xp.cuda`.
 
 Which one runs is decided once per call by :func:`rnn_xp._plan.choose_loop`; the forward's cache keeps it for
@@ -29,8 +30,8 @@ class LayerForward:
 
     projections[d] : (T, B, H), ``x_t W_ih^T`` for every step, a fresh array the caller hands over (a loop may
     write its states into it); biases[d] : (H,) = b_ih + b_hh, or None; weights_hh[d] : (H, H); h0s[d] : (B, H);
-    lengths : (B,) int32 on the arrays' device, every value in [1, T], or None; step t is inside sample b when
-    t < lengths[b].
+    lengths : (B,) int32 on the arrays' device, every value in [1, T] (in [0, T] when traced under JAX), or None;
+    step t is inside sample b when t < lengths[b].
     """
 
     projections: list[Any]
