@@ -10,6 +10,7 @@ from typing import Any
 
 import numpy as np
 from array_api_compat import device as device_of
+from array_api_compat import is_cupy_array
 
 from rnn_xp._arrays import namespace_of, to_numpy
 from rnn_xp._layout import CallerLayout
@@ -25,10 +26,13 @@ class Call:
 
     x: Any
     h0: Any | None
-    lengths: Any | None  # (B,) int32 on the arrays' device, every value in [1, T]
+    lengths: Any | None  # (B,) int32 on the arrays' device, every value in [1, T] once lengths_checked
     layout: CallerLayout
     num_steps: int
     batch: int
+    # False for a CuPy lengths array: its values were not read back (see check_lengths); a loop that cannot take
+    # that (no CHECKS_LENGTHS) has them checked by check_length_values once the plan has picked it.
+    lengths_checked: bool = True
 
 
 class Checked:
@@ -209,7 +213,7 @@ def check_call(
         _check_h0(xp, h0, layout, batch, unbatched, dtype=dtype, device=device)
     checked = None if lengths is None else check_lengths(xp, lengths, num_steps, batch, unbatched, device=device)
     return Call(x, h0, checked, CallerLayout(batch_first=batch_first and not unbatched, unbatched=unbatched),
-                num_steps, batch)
+                num_steps, batch, lengths_checked=lengths is None or not is_cupy_array(lengths))
 
 
 def _check_h0(
@@ -228,22 +232,44 @@ def _check_h0(
 
 
 def check_lengths(xp: Any, lengths: Any, num_steps: int, batch: int, unbatched: bool, *, device: Any) -> Any:
-    """``lengths`` as a (B,) int32 array of ``xp`` on ``device``, after checking every value lies in [1, T]."""
+    """``lengths`` as a (B,) int32 array of ``xp`` on ``device``, after checking every value lies in [1, T].
+
+    A CuPy array is checked for its dtype and shape only: reading its values back would wait for everything queued
+    on the GPU. The CUDA kernels then take it as it is and make a sample whose length lies outside [1, T] NaN; any
+    other loop has the values checked by :func:`check_length_values` first.
+    """
     if unbatched:
         msg = "lengths must be None for unbatched (2-D) x; give x a batch dimension to use lengths"
         raise ValueError(msg)
+    if is_cupy_array(lengths):
+        _check_lengths_kind(lengths.dtype, tuple(lengths.shape), batch)
+        on_device = lengths if device_of(lengths) == device else xp.asarray(lengths, device=device)
+        return on_device if on_device.dtype == xp.int32 else xp.astype(on_device, xp.int32)
     host = _lengths_to_numpy(lengths)
-    if host.dtype.kind not in "iu":
-        msg = f"lengths must hold integers; got dtype {host.dtype}"
+    _check_lengths_kind(host.dtype, host.shape, batch)
+    _check_lengths_range(host, num_steps)
+    return xp.asarray(host.astype(np.int32), device=device)
+
+
+def check_length_values(lengths: Any, num_steps: int) -> None:
+    """The range check that :func:`check_lengths` leaves out for a CuPy array (reads it back to the host)."""
+    _check_lengths_range(to_numpy(lengths), num_steps)
+
+
+def _check_lengths_kind(dtype: Any, shape: tuple[int, ...], batch: int) -> None:
+    if np.dtype(dtype).kind not in "iu":
+        msg = f"lengths must hold integers; got dtype {dtype}"
         raise TypeError(msg)
-    if host.shape != (batch,):
-        msg = f"lengths must have shape ({batch},) (batch,); got {host.shape}"
+    if shape != (batch,):
+        msg = f"lengths must have shape ({batch},) (batch,); got {shape}"
         raise ValueError(msg)
+
+
+def _check_lengths_range(host: np.ndarray, num_steps: int) -> None:
     low, high = int(host.min()), int(host.max())
     if low < 1 or high > num_steps:
         msg = f"lengths must lie in [1, T={num_steps}]; got values from {low} to {high}"
         raise ValueError(msg)
-    return xp.asarray(host.astype(np.int32), device=device)
 
 
 def _lengths_to_numpy(lengths: Any) -> np.ndarray:

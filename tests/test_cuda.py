@@ -344,3 +344,30 @@ def test_truncated_bptt_on_cupy_falls_back_to_the_generic_loop() -> None:
     for name in expected[2]:
         assert_close(got[2][name], expected[2][name], rtol=1e-12)
 
+
+
+@pytest.mark.gpu
+def test_cupy_lengths_are_taken_without_a_read_back() -> None:
+    """A CuPy lengths array gives what the same lengths as a list give; a length outside [1, T] makes its sample NaN
+    (the kernels check it: it is not read back to the host)."""
+    import cupy
+
+    from rnn_xp.functional import rnn_backward, rnn_forward
+
+    rng = np.random.default_rng(3)
+    params = {k: cupy.asarray(v) for k, v in random_params(rng, input_size=3, hidden_size=48, bidirectional=True,
+                                                          dtype="float32").items()}
+    x = cupy.asarray(rng.standard_normal((6, 4, 3)).astype(np.float32))
+    grad_out = cupy.asarray(rng.standard_normal((6, 4, 96)).astype(np.float32))
+    results = []
+    for lengths in ([6, 2, 5, 1], cupy.asarray(np.array([6, 2, 5, 1], dtype=np.int64))):
+        out, h_n, cache = rnn_forward(x, params, lengths=lengths)
+        grad_x, grad_h0, _ = rnn_backward(cache, grad_out)
+        results.append([cupy.asnumpy(a) for a in (out, h_n, grad_x, grad_h0)])
+    for a, b in zip(*results, strict=True):
+        np.testing.assert_array_equal(a, b)
+    out, h_n, cache = rnn_forward(x, params, lengths=cupy.asarray(np.array([6, 0, 7, 1], dtype=np.int32)))
+    grad_x, _, _ = rnn_backward(cache, grad_out)
+    for array in (out, h_n, grad_x):
+        host = cupy.asnumpy(array)
+        assert np.all(np.isnan(host[:, [1, 2]])) and np.all(np.isfinite(host[:, [0, 3]]))

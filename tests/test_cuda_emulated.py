@@ -5,13 +5,12 @@ from __future__ import annotations
 
 import itertools
 import shutil
-import sys
-from collections import Counter
 from typing import Any
 
 import numpy as np
 import pytest
-from cuda_emulation import fake_cupy, launcher
+from cuda_emulation import launcher
+from cuda_emulation.harness import DEVICES, Emulated
 
 from rnn_xp.cuda import _launch, _module, recurrence
 from rnn_xp.loops import LayerBackward, LayerForward, numpy_inplace
@@ -22,46 +21,11 @@ pytestmark = [
     pytest.mark.skipif(shutil.which("g++") is None, reason="the CUDA emulation needs g++"),
 ]
 
-# A small device: problems of a few dozen units are cut into several slices, groups and tiles, as large ones are on
-# an H100; and one with an H100's numbers, where the same problems fit one block.
-DEVICES = {"tight": dict(sm_count=4, shared_optin=16 * 1024), "h100": dict(sm_count=132, shared_optin=227 * 1024)}
-
-
-class Emulated:
-    """The swapped-in CuPy and launcher, and a record of the kernels each call launched."""
-
-    def __init__(self, monkeypatch: pytest.MonkeyPatch, device: str) -> None:
-        self.cupy = fake_cupy.make_module(**DEVICES[device])
-        self.launched: Counter[str] = Counter()
-        monkeypatch.setitem(sys.modules, "cupy", self.cupy)
-        monkeypatch.setattr(_module, "kernel", self._kernel)
-        monkeypatch.setattr(_module, "_shared_set", {})
-        recurrence._cached_plan.cache_clear()
-        recurrence._persistent_builds.cache_clear()
-
-    def _kernel(self, name: str, dtype: Any, template_args: tuple[int, ...] = ()) -> Any:
-        function = launcher.kernel(name, dtype, template_args)
-        launched = self.launched
-
-        class Recording:
-            def __call__(self, *args: Any, **kwargs: Any) -> None:
-                launched[name] += 1
-                function(*args, **kwargs)
-
-            def __setattr__(self, attribute: str, value: Any) -> None:
-                setattr(function, attribute, value)
-
-        return Recording()
-
-    def on_device(self, array: np.ndarray) -> Any:
-        return self.cupy.asarray(np.array(array, copy=True))
-
 
 @pytest.fixture(params=list(DEVICES))
 def emulated(request: Any, monkeypatch: pytest.MonkeyPatch) -> Any:
     yield Emulated(monkeypatch, request.param)
-    recurrence._cached_plan.cache_clear()
-    recurrence._persistent_builds.cache_clear()
+    recurrence.clear_caches()
 
 
 def _problem(steps: int, batch: int, hidden: int, directions: int, *, bias: bool, lengths: bool, dtype: str,
@@ -133,8 +97,8 @@ def test_kernels_match_the_numpy_loop(case: dict[str, Any], emulated: Emulated) 
                        lengths=case["lengths"], dtype=case["dtype"], seed=len(case_id(case)))
     got, expected = _run_both(emulated, problem, case["nonlinearity"])
     _assert_close(got, expected, case["dtype"])
-    plan = recurrence._plan(case["directions"], case["hidden"], case["batch"], np.dtype(case["dtype"]), "auto")
-    persistent = plan is not None
+    kernels = recurrence.kernels_for(case["directions"], case["hidden"], case["batch"], case["dtype"], "auto")
+    persistent = kernels.kind == "persistent"
     assert (emulated.launched["rnn_forward_persistent"] == 1) == persistent, emulated.launched
     assert (emulated.launched["rnn_forward_step"] == case["steps"] * case["directions"]) == (not persistent)
 
@@ -163,7 +127,7 @@ def test_tilings_of_the_tight_device(directions: int, hidden: int, batch: int, d
     """Several slices per direction, several groups, several tiles per group, a tile narrower than the batch, and
     one block owning everything (state kept in shared memory) all happen, and all match NumPy."""
     emulated = Emulated(monkeypatch, "tight")
-    plan = recurrence._plan(directions, hidden, batch, np.dtype(dtype), "auto")
+    plan = recurrence.kernels_for(directions, hidden, batch, dtype, "auto").plan
     assert plan is not None
     assert {key: getattr(plan, key) for key in split} == split
     problem = _problem(5, batch, hidden, directions, bias=True, lengths=True, dtype=dtype, seed=11)
@@ -187,24 +151,25 @@ def test_persistent_path_is_deterministic_across_thread_orders(monkeypatch: pyte
 def test_a_wrong_argument_kind_is_refused() -> None:
     """A Python int where the kernel takes an int (CuPy would pass 64 bits), or an int where it takes a pointer."""
     forward = launcher.kernel("rnn_forward_step", "float32")
-    assert forward.signature == "ppppipiiiii"
-    arrays = [np.zeros(4, np.float32)] * 4
-    lengths = np.ones(1, np.int32)
-    good = (*arrays, np.int32(0), lengths, np.int32(0), np.int32(0), np.int32(1), np.int32(4), np.int32(0))
+    assert forward.signature == "pppppppppp" + "iiiiiii"
+    arrays = [np.zeros(4, np.float32)] * 9
+    sizes = (np.int32(0), np.int32(1), np.int32(0), np.int32(1), np.int32(1), np.int32(4), np.int32(0))
+    good = (*arrays, None, *sizes)  # None: a null pointer (no lengths), as CuPy passes it
     forward((1,), (_launch.STEP_THREADS,), good)
-    with pytest.raises(TypeError, match=r"argument 7 must be numpy.int32; got int"):
-        forward((1,), (_launch.STEP_THREADS,), (*good[:7], 0, *good[8:]))
-    with pytest.raises(TypeError, match=r"argument 5 must be a C-contiguous array; got int32"):
+    with pytest.raises(TypeError, match=r"argument 12 must be numpy.int32; got int"):
+        forward((1,), (_launch.STEP_THREADS,), (*good[:12], 0, *good[13:]))
+    with pytest.raises(TypeError, match=r"argument 5 must be a C-contiguous array or None; got int32"):
         forward((1,), (_launch.STEP_THREADS,), (*good[:5], np.int32(1), *good[6:]))
 
 
 def test_a_persistent_kernel_refuses_a_grid_other_than_its_plan(monkeypatch: pytest.MonkeyPatch) -> None:
     """A clamped cooperative grid would leave slices uncomputed and groups waiting: the kernel traps instead."""
     emulated = Emulated(monkeypatch, "tight")
-    plan = recurrence._plan(1, 33, 6, np.dtype("float32"), "auto")
+    plan = recurrence.kernels_for(1, 33, 6, "float32", "auto").plan
     assert plan is not None and plan.grid > 1
     smaller = _launch.PersistentPlan(**{**plan.__dict__, "grid": plan.grid - 1})
-    monkeypatch.setattr(recurrence, "_plan", lambda *args: smaller)
+    recurrence.clear_caches()
+    monkeypatch.setattr(recurrence, "_cached_plan", lambda *args: smaller)
     problem = _problem(3, 6, 33, 1, bias=True, lengths=False, dtype="float32", seed=2)
     with pytest.raises(RuntimeError, match=r"refused its launch"):
         _run_both(emulated, problem, "tanh")

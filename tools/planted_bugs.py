@@ -3,7 +3,8 @@
     python tools/planted_bugs.py            (from the project root, in the environment that runs the tests)
 
 For each bug: copy the repository's rnn_xp/ and tests/ into a temporary folder, edit one line of the copy's .cu /
-.cuh sources, run `pytest -m cuda_emulated` there, and print how many tests failed. A bug that no test catches is
+.cuh sources, run the emulated kernel tests there (`pytest -m cuda_emulated` on tests/test_cuda_emulated.py and
+tests/test_cuda_calls.py), and print how many tests failed. A bug that no test catches is
 reported and makes the exit status non-zero.
 """
 
@@ -23,7 +24,15 @@ ROOT = Path(__file__).resolve().parents[1]
 BUGS = [
     ("reverse direction walks forward in time", "rnn_common.cuh",
      "return direction ? steps - 1 - step : step;", "return step;"),
-    ("lengths ignored", "rnn_common.cuh", "return !has_lengths || t < lengths[b];", "return true;"),
+    ("lengths ignored", "rnn_common.cuh", "return !lengths || t < lengths[b];", "return true;"),
+    ("a length outside [1, T] not poisoned", "rnn_common.cuh",
+     "return !lengths || (lengths[b] >= 1 && lengths[b] <= steps);", "return true;"),
+    ("out not zeroed on padding", "rnn_common.cuh", "return !valid ? quiet_nan(T(0)) : (in ? value : T(0));",
+     "return !valid ? quiet_nan(T(0)) : value;"),
+    ("the group counters never reset (persistent)", "rnn_persistent.cu",
+     "if (reset_at != 0u && before + 1u == reset_at) atomicExch(counter, 0u);", "(void)before;"),
+    ("h0 not copied beside the states (per-step path)", "rnn_step.cu",
+     "        initial[at] = previous;\n", ""),
     ("barrier between the products and the epilogue removed (forward)", "rnn_persistent.cu",
      "            rnn_xp::partial_products(s, padded);\n            __syncthreads();\n#pragma unroll\n"
      "            for (int e = 0; e < 2; ++e) {\n                const int o = threadIdx.x + e * blockDim.x;\n"
@@ -54,7 +63,7 @@ def main() -> int:
             env = {**os.environ, "PYTHONPATH": str(copy), "RNN_XP_EMULATION_CACHE": str(copy / ".emulation")}
             result = subprocess.run(
                 [sys.executable, "-m", "pytest", "-q", "-m", "cuda_emulated", "-p", "no:cacheprovider",
-                 "tests/test_cuda_emulated.py"],
+                 "tests/test_cuda_emulated.py", "tests/test_cuda_calls.py"],
                 cwd=copy, env=env, capture_output=True, text=True, check=False,
             )
             summary = (result.stdout.strip().splitlines() or ["(no output)"])[-1]
