@@ -38,16 +38,57 @@ def test_cuda_source_compiles_without_warnings(source: str, arch: str, tmp_path:
 def test_cuda_sources_compile_with_nvrtc_as_cupy_will() -> None:
     """NVRTC (CuPy's run-time compiler) with the name expressions CuPy instantiates; needs libnvrtc."""
     tool = Path(__file__).resolve().parents[1] / "tools" / "nvrtc_check.py"
-    sys.path.insert(0, str(tool.parent))
-    try:
-        import nvrtc_check
-    finally:
-        sys.path.pop(0)
+    nvrtc_check = _tool("nvrtc_check")
     if nvrtc_check.find_nvrtc() is None:
         pytest.skip("libnvrtc is not installed (pip install nvidia-cuda-nvrtc)")
     result = subprocess.run([sys.executable, str(tool)], capture_output=True, text=True, check=False)
     assert result.returncode == 0, result.stdout + result.stderr
-    assert result.stdout.count("ok ") == 4 and "FAIL" not in result.stdout, result.stdout
+    assert result.stdout.count("ok ") == 6 and "FAIL" not in result.stdout, result.stdout  # 3 sources x 2 archs
+
+
+def _tool(name: str) -> Any:
+    tools = Path(__file__).resolve().parents[1] / "tools"
+    sys.path.insert(0, str(tools))
+    try:
+        return __import__(name)
+    finally:
+        sys.path.pop(0)
+
+
+@pytest.mark.parametrize("source", sorted(p.name for p in CUDA_DIR.glob("*.cu")))
+def test_no_kernel_spills_or_keeps_a_stack_frame(source: str) -> None:
+    """ptxas -v on sm_90: every instance keeps its arrays in registers (a stack frame or spills would put W_hh's
+    registers or the tiles' accumulators in local memory), and the register kernels use no more registers than
+    the occupancy model of _launch.register_plan assumes."""
+    if shutil.which("nvcc") is None:
+        pytest.skip("nvcc is not installed")
+    report = _tool("ptxas_report").compile_report(CUDA_DIR / source, "sm_90")
+    assert report, "ptxas reported no kernel"
+    for r in report:
+        assert (r.stack_bytes, r.spill_stores, r.spill_loads) == (0, 0, 0), r
+    if source == "rnn_registers.cu":
+        assert len(report) == 2 * len(_launch.REGISTERS)
+        for r in report:
+            columns, batch_tile = (int(n) for n in r.kernel.rstrip(">").split(", ")[1:])
+            assert r.registers <= _launch.REGISTERS[(columns, batch_tile)], r
+
+
+def test_register_plan_at_the_issue_sizes() -> None:
+    """H=128: one block of 128 threads a sample group, all 128 weights of a unit in registers, a wave at B=256;
+    H=256 keeps half of its columns in shared memory; past 256, no plan."""
+    one = _launch.register_plan(**H100, directions=1, hidden=128, batch=1)
+    assert one is not None and (one.columns, one.batch_tile, one.threads, one.grid) == (128, 1, 128, 1)
+    assert 0.1 < one.step_us < 0.3
+    wide = _launch.register_plan(**H100, directions=1, hidden=128, batch=256)
+    assert wide is not None and wide.grid <= H100["sm_count"] * wide.blocks_per_sm
+    largest = _launch.register_plan(**H100, directions=2, hidden=256, batch=64)
+    assert largest is not None and largest.columns == 128 and largest.shared_bytes >= 128 * 256 * 4
+    assert _launch.register_plan(**H100, directions=1, hidden=257, batch=1) is None
+    for hidden in (1, 31, 32, 33, 64, 65, 127, 128, 129, 255, 256):
+        plan = _launch.register_plan(**H100, directions=2, hidden=hidden, batch=37)
+        assert plan is not None and plan.threads >= hidden and plan.threads % 32 == 0 and plan.threads <= 256
+        assert plan.groups * plan.batch_tile >= 37 > (plan.groups - 1) * plan.batch_tile
+        assert plan.columns == _launch.register_columns(hidden) and plan.shared_bytes <= H100["shared_optin"]
 
 
 def test_persistent_plan_fits_the_design_sizes_on_an_h100() -> None:
@@ -371,3 +412,34 @@ def test_cupy_lengths_are_taken_without_a_read_back() -> None:
     for array in (out, h_n, grad_x):
         host = cupy.asnumpy(array)
         assert np.all(np.isnan(host[:, [1, 2]])) and np.all(np.isfinite(host[:, [0, 3]]))
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("hidden", [1, 31, 33, 127, 128, 129, 255, 256])
+@pytest.mark.parametrize("batch", [1, 7, 300])
+@pytest.mark.parametrize("bidirectional", [False, True])
+def test_register_kernels_at_odd_and_limit_sizes(hidden: int, batch: int, bidirectional: bool) -> None:
+    """The float32 register kernels (hidden <= 256), against the NumPy path in float32, lengths and h0 included;
+    B=300 runs more blocks than fit at once at some sizes (waves)."""
+    from rnn_xp.cuda import recurrence
+
+    assert recurrence.kernels_for(2 if bidirectional else 1, hidden, batch, "float32").kind == "registers"
+    _compare_sizes(5, batch, hidden, bidirectional=bidirectional, dtype="float32", rtol=2e-5,
+                   nonlinearity="relu" if hidden % 2 else "tanh")
+
+
+@pytest.mark.gpu
+def test_register_kernels_are_deterministic() -> None:
+    import cupy
+
+    import rnn_xp
+
+    rnn = rnn_xp.RNN(32, 128, num_layers=2, bidirectional=True, device="cuda", seed=0)
+    x = cupy.asarray(np.random.default_rng(0).standard_normal((64, 40, 32)).astype(np.float32))
+    runs = []
+    for _ in range(2):
+        out, h_n = rnn(x, lengths=list(range(25, 65)))
+        grad_x, grad_h0 = rnn.backward(cupy.ones_like(out), cupy.ones_like(h_n))
+        runs.append([cupy.asnumpy(a) for a in (out, h_n, grad_x, grad_h0, *rnn.grads.values())])
+    for a, b in zip(*runs, strict=True):
+        np.testing.assert_array_equal(a, b)

@@ -40,6 +40,16 @@ BUGS = [
      "            rnn_xp::partial_products(s, padded);\n#pragma unroll\n"
      "            for (int e = 0; e < 2; ++e) {\n                const int o = threadIdx.x + e * blockDim.x;\n"
      "                if (o >= Tl::kBatch * Tl::kRows) break;"),
+    ("register kernel: no barrier at the end of a forward step", "rnn_registers.cu",
+     "        __syncthreads();\n    }\n}\n\n// Backward: thread c owns", "    }\n}\n\n// Backward: thread c owns"),
+    ("register kernel: one state buffer read and written in the same step", "rnn_registers.cu",
+     "T* current = state + ((step & 1) ^ 1) * BG * stride;", "T* current = state + (step & 1) * BG * stride;"),
+    ("register kernel: the columns past KR (shared memory) skipped", "rnn_registers.cu",
+     "    for (int k = KR; k < stride; k += 4) {", "    for (int k = stride; k < stride; k += 4) {"),
+    ("register kernel: the prefetched projection from the current step", "rnn_registers.cu",
+     "rnn_xp::time_index(last ? step : step + 1, steps, direction)", "rnn_xp::time_index(step, steps, direction)"),
+    ("register kernel: carried gradient not held on padding (backward)", "rnn_registers.cu",
+     "if (t < length[bg]) carry[bg] = acc[bg];", "carry[bg] = acc[bg];"),
     ("group wait skipped (backward)", "rnn_persistent.cu",
      "if (!resident) rnn_xp::wait_for(counter, static_cast<unsigned int>((step + 1) * row_blocks));",
      "(void)counter;"),

@@ -1,7 +1,9 @@
 """The CuPy time loop: fused RawKernels behind the interface of :class:`rnn_xp.loops.TimeLoop` (with its optional
 ``*_into`` hooks).
 
-- persistent kernels (one launch per layer, both directions) when W_hh fits in the SMs' shared memory (see
+- float32 with hidden <= 256: the register kernels (``rnn_registers.cu``, :func:`rnn_xp.cuda._launch.register_plan`),
+  one launch per layer, both directions, blocks that never wait for each other;
+- otherwise persistent kernels (one launch per layer, both directions) when W_hh fits in the SMs' shared memory (see
   :func:`rnn_xp.cuda._launch.persistent_plan` and ``rnn_persistent.cu``);
 - otherwise, per step and direction, one cuBLAS GEMM for the recurrent product and one fused epilogue kernel.
 
@@ -14,8 +16,8 @@ path) the choice of kernels, their function handles, launch shapes, dynamic shar
 h0, grad_h_n, grad_out, lengths) are null pointers, not placeholder arrays. Nothing is validated here: the public
 entry validated every array, and the core hands over arrays it made (contiguous, of one dtype, on one device); only
 the caller's parameters and h0 pass through ``cupy.ascontiguousarray``, which returns a contiguous array as it is.
-A forward on the persistent path is then: one allocation for the states (h0 included) per direction and one launch;
-a backward: one allocation for the pre-activation gradients per direction and one launch.
+A forward on the register or persistent kernels is then: one allocation for the states (h0 included) per direction
+and one launch; a backward: one allocation for the pre-activation gradients per direction and one launch.
 """
 
 from __future__ import annotations
@@ -32,20 +34,22 @@ from rnn_xp.cuda import _launch, _module
 
 _I32 = np.int32
 
-PATHS = ("auto", "persistent", "per_step")  # the cost model's choice, or one path forced (tuning)
+# "auto": the launch model's choice; "registers": the register kernels where they apply (float32, hidden <= 256),
+# else as "auto"; "persistent": the shared-memory persistent kernels wherever they fit; "per_step": never on chip.
+PATHS = ("auto", "registers", "persistent", "per_step")
 
 
 @dataclass(frozen=True)
 class Kernels:
     """The kernels one (device, directions, hidden, batch, dtype, path) runs, with what their launches need.
 
-    ``kind``: "persistent" or "per_step"; ``plan``: the persistent plan (None on the per-step path);
-    ``forward`` / ``backward``: the compiled functions; ``grid``, ``block``, ``shared_bytes``: the launch shape;
-    ``sizes``: the size arguments after (directions, steps, batch, hidden) that the persistent kernels take.
+    ``kind``: "registers", "persistent" or "per_step"; ``plan``: the register or persistent plan (None on the
+    per-step path); ``forward`` / ``backward``: the compiled functions; ``grid``, ``block``, ``shared_bytes``: the
+    launch shape; ``sizes``: the size arguments after (directions, steps) that the on-chip kernels take.
     """
 
     kind: str
-    plan: _launch.PersistentPlan | None
+    plan: _launch.RegisterPlan | _launch.PersistentPlan | None
     forward: Any
     backward: Any
     grid: tuple[int]
@@ -64,8 +68,7 @@ def forward_layer(layer: Any, *, path: str = "auto") -> list[Any]:
 
 def forward_layer_into(layer: Any, *, path: str = "auto") -> tuple[list[Any], list[Any]]:
     """The forward hook (a :class:`rnn_xp.loops.LayerForwardInto`): (states, previous), with ``layer.out`` and
-    ``layer.h_n`` filled. ``path``: "auto" the persistent kernels where the launch model expects them to win,
-    "persistent" wherever they fit, "per_step" never."""
+    ``layer.h_n`` filled. ``path``: one of :data:`PATHS`."""
     return _forward(layer.projections, layer.biases_ih, layer.biases_hh, layer.weights_hh, layer.h0s,
                     layer.lengths, layer.nonlinearity, layer.out, layer.h_n, layer.first, path)
 
@@ -132,14 +135,11 @@ def _forward(
             _forward_per_step(kernels, projections, biases, weights, h0s, states, initial, out, h_ns, lengths, relu)
             return states, previous
         second = 1 if directions == 2 else 0
-        kernels.forward(
-            kernels.grid, kernels.block,
-            (projections[0], projections[second], biases[0][0], biases[1][0], biases[0][second], biases[1][second],
-             weights[0], weights[second], h0s[0], h0s[second], states[0], states[second], initial[0],
-             initial[second], out, h_ns[0], h_ns[second], lengths, _counters(device.id, kernels),
-             _I32(directions), _I32(steps), *kernels.sizes, relu),
-            shared_mem=kernels.shared_bytes,
-        )
+        arrays = (projections[0], projections[second], biases[0][0], biases[1][0], biases[0][second],
+                  biases[1][second], weights[0], weights[second], h0s[0], h0s[second], states[0], states[second],
+                  initial[0], initial[second], out, h_ns[0], h_ns[second], lengths)
+        kernels.forward(kernels.grid, kernels.block, (*arrays, *_tail(device.id, kernels, directions, steps, relu)),
+                        shared_mem=kernels.shared_bytes)
         return states, previous
 
 
@@ -196,14 +196,17 @@ def _backward(
                                relu)
             return grad_preacts
         second = 1 if directions == 2 else 0
-        kernels.backward(
-            kernels.grid, kernels.block,
-            (grad_output, states[0], states[second], weights[0], weights[second], grad_h_ns[0], grad_h_ns[second],
-             grad_preacts[0], grad_preacts[second], grad_h0s[0], grad_h0s[second], lengths,
-             _counters(device.id, kernels), _I32(directions), _I32(steps), *kernels.sizes, relu),
-            shared_mem=kernels.shared_bytes,
-        )
+        arrays = (grad_output, states[0], states[second], weights[0], weights[second], grad_h_ns[0],
+                  grad_h_ns[second], grad_preacts[0], grad_preacts[second], grad_h0s[0], grad_h0s[second], lengths)
+        kernels.backward(kernels.grid, kernels.block, (*arrays, *_tail(device.id, kernels, directions, steps, relu)),
+                         shared_mem=kernels.shared_bytes)
         return grad_preacts
+
+
+def _tail(device_id: int, kernels: Kernels, directions: int, steps: int, relu: Any) -> tuple[Any, ...]:
+    """The on-chip kernels' arguments after their arrays: the persistent kernels' counters, then the sizes."""
+    counters = (_counters(device_id, kernels),) if kernels.kind == "persistent" else ()
+    return (*counters, _I32(directions), _I32(steps), *kernels.sizes, relu)
 
 
 def _backward_per_step(kernels: Kernels, grad_output: Any | None, states: list[Any], weights: list[Any],
@@ -237,64 +240,89 @@ def kernels_for(directions: int, hidden: int, batch: int, dtype: Any, path: str 
 @functools.lru_cache(maxsize=1024)
 def _kernels(device_id: int, directions: int, hidden: int, batch: int, dtype_char: str, path: str) -> Kernels:
     dtype = np.dtype(dtype_char)
-    plan = None if path == "per_step" else _cached_plan(device_id, directions, hidden, batch, dtype.itemsize,
-                                                         path == "persistent")
-    if plan is not None and _persistent_builds(str(dtype), plan.template_args):
-        forward = _module.kernel("rnn_forward_persistent", dtype, plan.template_args)
-        backward = _module.kernel("rnn_backward_persistent", dtype, plan.template_args)
-        for name, function in (("rnn_forward_persistent", forward), ("rnn_backward_persistent", backward)):
-            _fits_one_block(name, function)
-            _module.ensure_shared_memory(function, _module.name_expression(name, dtype, plan.template_args),
-                                         device_id, plan.shared_bytes)
-        sizes = (_I32(plan.padded), _I32(plan.row_blocks), _I32(plan.batch_groups), _I32(plan.tiles_per_group))
-        return Kernels("persistent", plan, forward, backward, (plan.grid,), (_launch.THREADS,), plan.shared_bytes,
-                       (_I32(batch), _I32(hidden), *sizes))
+    if path in ("auto", "registers") and dtype == np.float32:
+        plan = _cached_register_plan(device_id, directions, hidden, batch)
+        if plan is not None and _builds(_module.REGISTER_KERNELS, str(dtype), plan.template_args):
+            forward, backward = _on_chip(_module.REGISTER_KERNELS, dtype, plan, device_id, plan.threads)
+            return Kernels("registers", plan, forward, backward, (plan.grid,), (plan.threads,), plan.shared_bytes,
+                           (_I32(batch), _I32(hidden), _I32(plan.groups)))
+    persistent = None if path == "per_step" else _cached_plan(device_id, directions, hidden, batch, dtype.itemsize,
+                                                               path == "persistent")
+    if persistent is not None and _builds(_module.PERSISTENT_KERNELS, str(dtype), persistent.template_args):
+        forward, backward = _on_chip(_module.PERSISTENT_KERNELS, dtype, persistent, device_id, _launch.THREADS)
+        sizes = (_I32(persistent.padded), _I32(persistent.row_blocks), _I32(persistent.batch_groups),
+                 _I32(persistent.tiles_per_group))
+        return Kernels("persistent", persistent, forward, backward, (persistent.grid,), (_launch.THREADS,),
+                       persistent.shared_bytes, (_I32(batch), _I32(hidden), *sizes))
     return Kernels("per_step", None, _module.kernel("rnn_forward_step", dtype),
                    _module.kernel("rnn_backward_step", dtype), _launch.step_grid(batch=batch, hidden=hidden),
                    (_launch.STEP_THREADS,), 0, ())
 
 
-def _fits_one_block(name: str, function: Any) -> None:
-    """The persistent grid (at most one block per SM) is co-resident only if one block fits on an SM; CuPy would
-    otherwise clamp a cooperative grid with a warning, and the blocks would wait for missing ones. Refuse that."""
+def _on_chip(names: tuple[str, str], dtype: Any, plan: Any, device_id: int, threads: int) -> tuple[Any, Any]:
+    """The forward and backward functions of an on-chip plan, each checked to fit one block on an SM and given the
+    plan's dynamic shared memory."""
+    functions = []
+    for name in names:
+        function = _module.kernel(name, dtype, plan.template_args)
+        _fits_one_block(name, function, threads)
+        _module.ensure_shared_memory(function, _module.name_expression(name, dtype, plan.template_args), device_id,
+                                     plan.shared_bytes)
+        functions.append(function)
+    return functions[0], functions[1]
+
+
+def _fits_one_block(name: str, function: Any, threads: int) -> None:
+    """A block that does not fit an SM's registers fails to launch; the persistent grid (at most one block per SM)
+    would also not be co-resident (CuPy clamps a cooperative grid with a warning, and the blocks would wait for
+    missing ones). Refuse that here, with the numbers."""
     registers = int(getattr(function, "num_regs", 0))
-    if registers * _launch.THREADS > _launch.REGISTERS_PER_SM:
-        msg = f"{name}: {registers} registers x {_launch.THREADS} threads do not fit one block on an SM"
+    if registers * threads > _launch.REGISTERS_PER_SM:
+        msg = f"{name}: {registers} registers x {threads} threads do not fit one block on an SM"
         raise RuntimeError(msg)
 
 
 @functools.cache
-def _persistent_builds(dtype: str, template_args: tuple[int, int]) -> bool:
-    """Whether both persistent kernels of this instance compile and load here; if not, one warning, and the
-    per-step path runs instead (CuPy before 14.2 needs a CUDA toolkit's libcudadevrt for cooperative modules)."""
+def _builds(names: tuple[str, ...], dtype: str, template_args: tuple[int, int]) -> bool:
+    """Whether these kernels of this instance compile and load here; if not, one warning, and the next path runs
+    instead (CuPy before 14.2 needs a CUDA toolkit's libcudadevrt for the persistent kernels' cooperative module)."""
     try:
-        for name in _module.PERSISTENT_KERNELS:
+        for name in names:
             _module.kernel(name, dtype, template_args)
     except Exception as error:  # CuPy raises CompileException, CUDADriverError, OSError... depending on the cause
+        registers = names == _module.REGISTER_KERNELS
+        kind, instead = (("register", "the persistent kernels or the per-step path") if registers
+                         else ("persistent", "the per-step path (cuBLAS GEMM + fused epilogue)"))
         warnings.warn(
-            f"rnn_xp: the persistent CUDA kernels could not be built ({type(error).__name__}: {error}); "
-            "using the per-step path (cuBLAS GEMM + fused epilogue) instead",
+            f"rnn_xp: the {kind} CUDA kernels could not be built ({type(error).__name__}: {error}); using {instead} "
+            "instead",
             RuntimeWarning,
-            stacklevel=5,
+            stacklevel=6,
         )
         return False
     return True
 
 
-@functools.lru_cache(maxsize=1024)
-def _cached_plan(device_id: int, directions: int, hidden: int, batch: int, itemsize: int, forced: bool) -> Any:
+def _attributes(device_id: int) -> tuple[int, int]:
     import cupy
 
     attributes = cupy.cuda.Device(device_id).attributes
+    return int(attributes["MultiProcessorCount"]), int(attributes["MaxSharedMemoryPerBlockOptin"])
+
+
+@functools.lru_cache(maxsize=1024)
+def _cached_register_plan(device_id: int, directions: int, hidden: int, batch: int) -> Any:
+    sm_count, shared_optin = _attributes(device_id)
+    return _launch.register_plan(sm_count=sm_count, shared_optin=shared_optin, directions=directions, hidden=hidden,
+                                 batch=batch)
+
+
+@functools.lru_cache(maxsize=1024)
+def _cached_plan(device_id: int, directions: int, hidden: int, batch: int, itemsize: int, forced: bool) -> Any:
+    sm_count, shared_optin = _attributes(device_id)
     choose = _launch.persistent_plan if forced else _launch.choose_plan
-    return choose(
-        sm_count=int(attributes["MultiProcessorCount"]),
-        shared_optin=int(attributes["MaxSharedMemoryPerBlockOptin"]),
-        directions=directions,
-        hidden=hidden,
-        batch=batch,
-        itemsize=itemsize,
-    )
+    return choose(sm_count=sm_count, shared_optin=shared_optin, directions=directions, hidden=hidden, batch=batch,
+                  itemsize=itemsize)
 
 
 _counter_lock = threading.Lock()
@@ -308,7 +336,7 @@ def _counters(device_id: int, kernels: Kernels) -> Any:
     import cupy
 
     plan = kernels.plan
-    assert plan is not None
+    assert isinstance(plan, _launch.PersistentPlan)
     needed = 2 * plan.batch_groups  # directions * groups, at most
     key = (device_id, int(cupy.cuda.get_current_stream().ptr))
     buffer = _counter_buffers.get(key)
@@ -325,6 +353,7 @@ def clear_caches() -> None:
     """Forget every cached choice, function and counter buffer (tests that swap CuPy for a stand-in)."""
     _kernels.cache_clear()
     _cached_plan.cache_clear()
-    _persistent_builds.cache_clear()
+    _cached_register_plan.cache_clear()
+    _builds.cache_clear()
     with _counter_lock:
         _counter_buffers.clear()

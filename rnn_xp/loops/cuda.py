@@ -11,8 +11,10 @@ from rnn_xp.loops import LayerBackward, LayerBackwardInto, LayerForward, LayerFo
 
 @dataclass(frozen=True)
 class CudaLoop:
-    """``path``: "auto" (persistent kernels where the launch model expects them to win), "persistent" (wherever they
-    fit) or "per_step" (cuBLAS GEMM + fused epilogue at every size); see :mod:`rnn_xp.cuda.recurrence`.
+    """``path``: "auto" (the launch model's choice: the register kernels for float32 with hidden <= 256, persistent
+    kernels where they are expected to win, else per step), "registers", "persistent" (the shared-memory persistent
+    kernels wherever they fit) or "per_step" (cuBLAS GEMM + fused epilogue at every size); see
+    :mod:`rnn_xp.cuda.recurrence`.
 
     ``CHECKS_LENGTHS``: the kernels take a CuPy ``lengths`` whose values were not read back to the host, and make a
     sample whose length lies outside [1, T] NaN (see :func:`rnn_xp._checks.check_lengths`).

@@ -39,8 +39,14 @@ def instances() -> dict[str, list[tuple[str, str, tuple[int, ...]]]]:
         for tile in _launch.LANE_TILES
         for split in _launch.LANE_SPLITS
     ]
+    registers = [
+        (name, "float", (columns, tile))
+        for name in _module.REGISTER_KERNELS
+        for columns in _launch.REGISTER_COLUMNS
+        for tile in _launch.REGISTER_BATCH_TILES
+    ]
     step = [(name, ctype, ()) for name in ("rnn_forward_step", "rnn_backward_step") for ctype in CTYPES.values()]
-    return {"rnn_persistent.cu": persistent, "rnn_step.cu": step}
+    return {"rnn_persistent.cu": persistent, "rnn_registers.cu": registers, "rnn_step.cu": step}
 
 
 def symbol(name: str, ctype: str, template_args: tuple[int, ...]) -> str:
