@@ -250,3 +250,36 @@ def test_a_loop_that_cannot_take_unchecked_lengths_has_them_checked(h100: Emulat
         run_forward(xp, call, problem["params"], layout, "tanh", 0.0, None, loop="generic")
     assert h100.ledger.syncs > 0 and "kernel" not in " ".join(h100.ledger.operations)
     assert CudaLoop.CHECKS_LENGTHS
+
+
+@pytest.mark.parametrize(("path", "dtype"), [("auto", "float32"), ("auto", "float64"), ("persistent", "float64"),
+                                             ("per_step", "float64")])
+@pytest.mark.parametrize("device", ["tight", "h100"])
+def test_split_k_with_the_kernels_bias_sums(path: str, dtype: str, device: str, request: Any,
+                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    """With SPLIT_K_ROWS set, the kernels (register, persistent, per-step) sum their pre-activation gradients per
+    block group into the bias gradient, and the weight gradients are split over chunks of rows: every gradient as
+    the NumPy path computes it without the split."""
+    emulated = request.getfixturevalue(device)
+    problem = _problem(7, 5, 20, layers=2, bidirectional=True, h0=True, lengths=[7, 2, 5, 7, 1], grad_h_n=True,
+                       dtype=dtype, seed=3)
+    expected = _reference(problem)
+    monkeypatch.setattr(_core, "SPLIT_K_ROWS", 4)
+    got = _emulated(emulated, problem, path)
+    tolerance = dict(rtol=1e-11, atol=1e-12) if dtype == "float64" else dict(rtol=2e-5, atol=2e-5)
+    for index, (a, b) in enumerate(zip(got, expected, strict=True)):
+        np.testing.assert_allclose(a, b, **tolerance, err_msg=f"result {index}")
+    assert emulated.ledger.operations["sum"] >= 2 * 2 * 2  # per layer and direction: the split's and the bias sums
+
+
+def test_the_bias_sums_replace_the_reduction_over_all_rows(h100: Emulated, monkeypatch: pytest.MonkeyPatch) -> None:
+    """What the flag costs in launches: per direction, each weight gradient a batched GEMM and a sum (two launches
+    instead of one), and the bias gradient a sum over the kernel's per-block rows instead of over all T*B rows."""
+    xp = fake_cupy.make_namespace(h100.cupy)
+    data = _on_gpu(h100, _problem(64, 4, 16, dtype="float32"))
+    loop = CudaLoop()
+    monkeypatch.setattr(_core, "SPLIT_K_ROWS", 32)
+    _, _, cache = _core_forward(xp, loop, data)
+    launches, _, syncs, _, _ = _count(h100, lambda: _core.backward(cache, loop, data["grad_out"], None, None))
+    assert h100.ledger.operations == {"kernel rnn_backward_registers": 1, "matmul": 3, "sum": 3, "copy": 1}
+    assert (launches, syncs) == (8, 0)

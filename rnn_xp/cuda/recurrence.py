@@ -83,15 +83,16 @@ def backward_layer(layer: Any, *, path: str = "auto") -> tuple[list[Any], list[A
                        else cupy.concatenate(layer.grad_states, axis=-1))
         grad_h0 = cupy.empty((directions, *layer.states[0].shape[1:]), dtype=layer.states[0].dtype)
     grad_preacts = _backward(grad_output, layer.states, layer.weights_hh, layer.grad_h_ns, layer.lengths,
-                             layer.nonlinearity, grad_h0, 0, path)
+                             layer.nonlinearity, grad_h0, 0, None, path)
     return grad_preacts, [grad_h0[d] for d in range(directions)]
 
 
 def backward_layer_into(layer: Any, *, path: str = "auto") -> list[Any]:
-    """The backward hook (a :class:`rnn_xp.loops.LayerBackwardInto`): grad_preacts, with ``layer.grad_h0``
-    filled."""
+    """The backward hook (a :class:`rnn_xp.loops.LayerBackwardInto`): grad_preacts, with ``layer.grad_h0`` (and
+    ``layer.grad_bias``, where given: the kernels sum their pre-activation gradients per block, one sum over the
+    blocks a direction follows) filled."""
     return _backward(layer.grad_output, layer.states, layer.weights_hh, layer.grad_h_ns, layer.lengths,
-                     layer.nonlinearity, layer.grad_h0, layer.first, path)
+                     layer.nonlinearity, layer.grad_h0, layer.first, layer.grad_bias, path)
 
 
 def _visit_order(steps: int, direction: int) -> range:
@@ -174,6 +175,7 @@ def _backward(
     nonlinearity: str,
     grad_h0: Any,
     first: int,
+    grad_bias: Any | None,
     path: str,
 ) -> list[Any]:
     import cupy
@@ -190,17 +192,33 @@ def _backward(
         lengths = None if lengths is None else cupy.ascontiguousarray(lengths)
         grad_preacts = [cupy.empty((steps, batch, hidden), dtype=dtype) for _ in range(directions)]
         grad_h0s = [grad_h0[first + d] for d in range(directions)]
+        partials = ([None] * directions if grad_bias is None
+                    else [cupy.empty((_bias_rows(kernels, batch), hidden), dtype=dtype) for _ in range(directions)])
         relu = _I32(nonlinearity == "relu")
         if kernels.kind == "per_step":
-            _backward_per_step(kernels, grad_output, states, weights, grad_h_ns, grad_preacts, grad_h0s, lengths,
-                               relu)
-            return grad_preacts
-        second = 1 if directions == 2 else 0
-        arrays = (grad_output, states[0], states[second], weights[0], weights[second], grad_h_ns[0],
-                  grad_h_ns[second], grad_preacts[0], grad_preacts[second], grad_h0s[0], grad_h0s[second], lengths)
-        kernels.backward(kernels.grid, kernels.block, (*arrays, *_tail(device.id, kernels, directions, steps, relu)),
-                         shared_mem=kernels.shared_bytes)
+            _backward_per_step(kernels, grad_output, states, weights, grad_h_ns, grad_preacts, grad_h0s, partials,
+                               lengths, relu)
+        else:
+            second = 1 if directions == 2 else 0
+            arrays = (grad_output, states[0], states[second], weights[0], weights[second], grad_h_ns[0],
+                      grad_h_ns[second], grad_preacts[0], grad_preacts[second], grad_h0s[0], grad_h0s[second],
+                      partials[0], partials[second], lengths)
+            kernels.backward(kernels.grid, kernels.block,
+                             (*arrays, *_tail(device.id, kernels, directions, steps, relu)),
+                             shared_mem=kernels.shared_bytes)
+        if grad_bias is not None:
+            for direction, partial in enumerate(partials):
+                cupy.sum(partial, axis=0, out=grad_bias[direction])
         return grad_preacts
+
+
+def _bias_rows(kernels: Kernels, batch: int) -> int:
+    """Rows of the kernels' bias-gradient sums: one a block group, or a sample on the per-step path."""
+    if isinstance(kernels.plan, _launch.RegisterPlan):
+        return kernels.plan.groups
+    if isinstance(kernels.plan, _launch.PersistentPlan):
+        return kernels.plan.batch_groups
+    return batch
 
 
 def _tail(device_id: int, kernels: Kernels, directions: int, steps: int, relu: Any) -> tuple[Any, ...]:
@@ -211,7 +229,7 @@ def _tail(device_id: int, kernels: Kernels, directions: int, steps: int, relu: A
 
 def _backward_per_step(kernels: Kernels, grad_output: Any | None, states: list[Any], weights: list[Any],
                        grad_h_ns: list[Any | None], grad_preacts: list[Any], grad_h0s: list[Any],
-                       lengths: Any | None, relu: Any) -> None:
+                       partials: list[Any | None], lengths: Any | None, relu: Any) -> None:
     """Past the on-chip limit: per step one cuBLAS GEMM for g_t W_hh, then one fused epilogue; the carried gradient
     lives in grad_h0, where it ends."""
     import cupy
@@ -222,8 +240,8 @@ def _backward_per_step(kernels: Kernels, grad_output: Any | None, states: list[A
     tail = (_I32(steps), _I32(batch), _I32(hidden), relu)
     for direction in range(directions):
         common = (grad_output, states[direction])
-        rest = (grad_h_ns[direction], grad_h0s[direction], grad_preacts[direction], lengths, _I32(direction),
-                _I32(directions))
+        rest = (grad_h_ns[direction], grad_h0s[direction], grad_preacts[direction], partials[direction], lengths,
+                _I32(direction), _I32(directions))
         kernels.backward(kernels.grid, kernels.block, (*common, None, *rest, _I32(0), *tail))
         for index, t in enumerate(reversed(_visit_order(steps, direction))):  # the forward's steps in reverse
             cupy.matmul(grad_preacts[direction][t], weights[direction], out=product)

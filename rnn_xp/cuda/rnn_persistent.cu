@@ -334,14 +334,15 @@ __global__ void __launch_bounds__(256, 1) rnn_forward_persistent(
 // is on padding), then g_{t-1} = (grad_out[t-1] + carry_{t-1}) * act'(h_{t-1}) for its columns (zero on
 // padding), which it writes to grad_preact[t-1] for every block of the group to read at the next step.
 // grad_out is (steps, batch, directions * hidden) or null; grad_h_n{0,1} (null: zeros) and grad_h0{0,1} are
-// (batch, hidden).
+// (batch, hidden). bias_partial{0,1}, where given, (batch_groups, hidden): row `group` gets the sum of g over the
+// group's samples and every step (the bias gradient, less a sum over groups), in a fixed order.
 template <typename T, int TB, int LB>
 __global__ void __launch_bounds__(256, 1) rnn_backward_persistent(
     const T* __restrict__ grad_out, const T* __restrict__ states0, const T* __restrict__ states1,
     const T* __restrict__ weight0, const T* __restrict__ weight1, const T* __restrict__ grad_h_n0,
     const T* __restrict__ grad_h_n1, T* grad_preact0, T* grad_preact1, T* grad_h0_0, T* grad_h0_1,
-    const int* __restrict__ lengths, unsigned int* counters, int directions, int steps, int batch, int hidden,
-    int padded, int row_blocks, int batch_groups, int tiles_per_group, int relu) {
+    T* bias_partial0, T* bias_partial1, const int* __restrict__ lengths, unsigned int* counters, int directions,
+    int steps, int batch, int hidden, int padded, int row_blocks, int batch_groups, int tiles_per_group, int relu) {
     using Tl = Tiling<T, TB, LB>;
     extern __shared__ __align__(16) unsigned char shared_raw[];
     const Tl s(shared_raw, padded, true);
@@ -353,9 +354,11 @@ __global__ void __launch_bounds__(256, 1) rnn_backward_persistent(
     const T* grad_h_n = direction ? grad_h_n1 : grad_h_n0;
     T* grad_preact = direction ? grad_preact1 : grad_preact0;
     T* grad_h0 = direction ? grad_h0_1 : grad_h0_0;
+    T* bias_partial = direction ? bias_partial1 : bias_partial0;
     unsigned int* counter = counters + direction * batch_groups + group;
     const size_t plane = static_cast<size_t>(batch) * hidden;
     const int grad_stride = directions * hidden;
+    T bias_sum[2] = {T(0), T(0)};  // this thread's outputs o = threadIdx.x + e * blockDim.x, over tiles and steps
     const bool resident = row_blocks == 1 && tiles_per_group == 1;
     constexpr int kOutputs = Tl::kBatch * Tl::kRows;
 
@@ -373,7 +376,10 @@ __global__ void __launch_bounds__(256, 1) rnn_backward_persistent(
     const int first = rnn_xp::time_index(0, steps, 1 - direction);
     for (int tile = 0; tile < tiles_per_group; ++tile) {
         const int b0 = (group * tiles_per_group + tile) * Tl::kBatch;
-        for (int o = threadIdx.x; o < kOutputs; o += blockDim.x) {
+#pragma unroll
+        for (int e = 0; e < 2; ++e) {
+            const int o = threadIdx.x + e * blockDim.x;
+            if (o >= kOutputs) break;
             const int b_local = o / Tl::kRows;
             const int b = b0 + b_local;
             const int c = col0 + o % Tl::kRows;
@@ -389,6 +395,7 @@ __global__ void __launch_bounds__(256, 1) rnn_backward_persistent(
                             : T(0);
             grad_preact[first * plane + at] = g;
             if (resident) s.tile[b_local * s.stride + c] = g;
+            bias_sum[e] += g;
         }
     }
     if (!resident) rnn_xp::arrive(counter, 0u);
@@ -454,11 +461,26 @@ __global__ void __launch_bounds__(256, 1) rnn_backward_persistent(
                                     : T(0);
                     grad_preact[static_cast<size_t>(next) * plane + at] = g;
                     if (resident) s.tile[b_local * s.stride + c] = g;
+                    bias_sum[e] += g;
                 }
             }
             if (ahead) fetch(step + 1, b0);
         }
         if (!resident && !last) rnn_xp::arrive(counter, 0u);
+    }
+    if (bias_partial) {  // the block's columns, summed over its samples in order (partial[] is free by now)
+        __syncthreads();
+#pragma unroll
+        for (int e = 0; e < 2; ++e) {
+            const int o = threadIdx.x + e * blockDim.x;
+            if (o < kOutputs) s.partial[o] = bias_sum[e];
+        }
+        __syncthreads();
+        for (int r = threadIdx.x; r < Tl::kRows && col0 + r < hidden; r += blockDim.x) {
+            T sum = T(0);
+            for (int b_local = 0; b_local < Tl::kBatch; ++b_local) sum += s.partial[b_local * Tl::kRows + r];
+            bias_partial[static_cast<size_t>(group) * hidden + col0 + r] = sum;
+        }
     }
     // Every block arrives once more after its last wait; the group's last such arrival resets the counter.
     if (!resident) rnn_xp::arrive(counter, static_cast<unsigned int>((steps + 1) * row_blocks));
@@ -470,9 +492,9 @@ __global__ void __launch_bounds__(256, 1) rnn_backward_persistent(
         const T*, const T*, const T*, const T*, const T*, const T*, const T*, const T*, const T*, const T*, T*, T*, \
         T*, T*, T*, T*, T*, const int*, unsigned int*, int, int, int, int, int, int, int, int, int);                \
     template __global__ void rnn_backward_persistent<T, TB, LB>(const T*, const T*, const T*, const T*, const T*, \
-                                                                const T*, const T*, T*, T*, T*, T*, const int*,  \
-                                                                unsigned int*, int, int, int, int, int, int, int, \
-                                                                int, int);
+                                                                const T*, const T*, T*, T*, T*, T*, T*, T*,      \
+                                                                const int*, unsigned int*, int, int, int, int,   \
+                                                                int, int, int, int, int);
 RNN_XP_INSTANTIATE(float, 1, 1)
 RNN_XP_INSTANTIATE(float, 4, 4)
 RNN_XP_INSTANTIATE(float, 2, 8)

@@ -84,8 +84,14 @@ __device__ __forceinline__ void load_weights(const T* __restrict__ weight, bool 
     const auto at = [&](int row, int k) {
         return by_column ? static_cast<size_t>(k) * hidden + row : static_cast<size_t>(row) * hidden + k;
     };
+    // One pointer walked along the unit's weights: precomputed addresses of all KR loads spilled (backward, KR=128).
+    const T* walk = weight + (by_column ? unit : static_cast<size_t>(unit) * hidden);
+    const int step = by_column ? hidden : 1;
 #pragma unroll
-    for (int k = 0; k < KR; ++k) w[k] = (unit < hidden && k < hidden) ? weight[at(unit, k)] : T(0);
+    for (int k = 0; k < KR; ++k) {
+        w[k] = (unit < hidden && k < hidden) ? *walk : T(0);
+        walk += k + 1 < hidden ? step : 0;
+    }
     const int threads = static_cast<int>(blockDim.x);
     for (int i = threadIdx.x; i < (stride - KR) * threads; i += threads) {
         const int k = KR + i / threads;
@@ -195,13 +201,15 @@ __global__ void __launch_bounds__(256, 1) rnn_forward_registers(
 // visited step's g = (grad_out + carry) * act'(h) (zero on padding) into grad_preact and the other shared buffer;
 // grad_out and h of that step are loaded before the step's products.
 // grad_out is (steps, batch, directions * hidden) or null; grad_h_n{0,1} (null: zeros) and grad_h0{0,1} are
-// (batch, hidden).
+// (batch, hidden). bias_partial{0,1}, where given, (groups, hidden): row `group` gets the sum of the block's g over
+// its samples and steps (the bias gradient, less a sum over groups), in a fixed order.
 template <typename T, int KR, int BG>
 __global__ void __launch_bounds__(256, 1) rnn_backward_registers(
     const T* __restrict__ grad_out, const T* __restrict__ states0, const T* __restrict__ states1,
     const T* __restrict__ weight0, const T* __restrict__ weight1, const T* __restrict__ grad_h_n0,
     const T* __restrict__ grad_h_n1, T* grad_preact0, T* grad_preact1, T* grad_h0_0, T* grad_h0_1,
-    const int* __restrict__ lengths, int directions, int steps, int batch, int hidden, int groups, int relu) {
+    T* bias_partial0, T* bias_partial1, const int* __restrict__ lengths, int directions, int steps, int batch,
+    int hidden, int groups, int relu) {
     rnn_xp::check_register_launch(directions, groups, hidden);
     const int direction = static_cast<int>(blockIdx.x) / groups;
     const int b0 = (static_cast<int>(blockIdx.x) % groups) * BG;
@@ -209,6 +217,7 @@ __global__ void __launch_bounds__(256, 1) rnn_backward_registers(
     const T* grad_h_n = direction ? grad_h_n1 : grad_h_n0;
     T* grad_preact = direction ? grad_preact1 : grad_preact0;
     T* grad_h0 = direction ? grad_h0_1 : grad_h0_0;
+    T* bias_partial = direction ? bias_partial1 : bias_partial0;
     const int c = threadIdx.x;
     const int threads = static_cast<int>(blockDim.x);
     const int stride = rnn_xp::register_stride(hidden, KR);
@@ -288,6 +297,17 @@ __global__ void __launch_bounds__(256, 1) rnn_backward_registers(
         }
         __syncthreads();
     }
+    // The bias gradient's part of this block: re-read from grad_preact (this thread's own writes, mostly still in L2)
+    // rather than summed in the loop above, whose registers the weights need (at KR = 128 a running sum spilled).
+    if (bias_partial && unit) {
+        T sum = T(0);
+        for (int bg = 0; bg < BG && b0 + bg < batch; ++bg) {
+            for (int step = 0; step < steps; ++step) {
+                sum += grad_preact[order(step) * plane + static_cast<size_t>(b0 + bg) * hidden + c];
+            }
+        }
+        bias_partial[static_cast<size_t>(b0 / BG) * hidden + c] = sum;
+    }
 }
 
 #ifdef RNN_XP_EXPLICIT_INSTANTIATION  // for the nvcc compile check; CuPy instantiates through name_expressions
@@ -298,7 +318,7 @@ __global__ void __launch_bounds__(256, 1) rnn_backward_registers(
         const int*, int, int, int, int, int, int);                                                                 \
     template __global__ void rnn_backward_registers<float, KR, BG>(                                                \
         const float*, const float*, const float*, const float*, const float*, const float*, const float*, float*, \
-        float*, float*, float*, const int*, int, int, int, int, int, int);
+        float*, float*, float*, float*, float*, const int*, int, int, int, int, int, int);
 #define RNN_XP_INSTANTIATE_ALL(KR) \
     RNN_XP_INSTANTIATE(KR, 1)      \
     RNN_XP_INSTANTIATE(KR, 2)      \

@@ -45,12 +45,13 @@ __global__ void __launch_bounds__(256) rnn_forward_step(
 // Call `step` = 0 first (carry = grad_h_n), then `step` = i + 1 after the GEMM product = g_{order(i)} W_hh: carry
 // becomes product where order(i) is inside the sample (held on padding). Then, while step < steps, the
 // pre-activation gradient of the next visited step, grad_preact[order(step)] = (grad_out + carry) * act'(h),
-// zero on padding.
+// zero on padding. `bias_partial` (batch, hidden), where given, sums each of these gradients over the steps (the bias
+// gradient, less a sum over the batch).
 template <typename T>
 __global__ void __launch_bounds__(256) rnn_backward_step(
     const T* __restrict__ grad_out, const T* __restrict__ states, const T* __restrict__ product,
-    const T* __restrict__ grad_h_n, T* carry, T* grad_preact, const int* __restrict__ lengths, int direction,
-    int directions, int step, int steps, int batch, int hidden, int relu) {
+    const T* __restrict__ grad_h_n, T* carry, T* grad_preact, T* bias_partial, const int* __restrict__ lengths,
+    int direction, int directions, int step, int steps, int batch, int hidden, int relu) {
     const size_t at = static_cast<size_t>(blockIdx.x) * blockDim.x + threadIdx.x;
     const size_t plane = static_cast<size_t>(batch) * hidden;
     if (at >= plane) return;
@@ -69,11 +70,12 @@ __global__ void __launch_bounds__(256) rnn_backward_step(
     if (step < steps) {
         const int next = rnn_xp::time_index(step, steps, 1 - direction);
         const T arrived = rnn_xp::element_or_zero(grad_out, next, b, direction * hidden + c, batch, directions * hidden);
-        grad_preact[next * plane + at] =
-            !valid ? rnn_xp::quiet_nan(T(0))
-            : rnn_xp::inside(lengths, next, b) ? rnn_xp::through_activation(arrived + value, states[next * plane + at],
-                                                                            relu)
-                                               : T(0);
+        const T g = !valid ? rnn_xp::quiet_nan(T(0))
+                    : rnn_xp::inside(lengths, next, b)
+                        ? rnn_xp::through_activation(arrived + value, states[next * plane + at], relu)
+                        : T(0);
+        grad_preact[next * plane + at] = g;
+        if (bias_partial) bias_partial[at] = step == 0 ? g : bias_partial[at] + g;
     }
 }
 
@@ -81,8 +83,8 @@ __global__ void __launch_bounds__(256) rnn_backward_step(
 #define RNN_XP_INSTANTIATE(T)                                                                                      \
     template __global__ void rnn_forward_step<T>(const T*, const T*, const T*, const T*, const T*, T*, T*, T*, T*, \
                                                  const int*, int, int, int, int, int, int, int);                   \
-    template __global__ void rnn_backward_step<T>(const T*, const T*, const T*, const T*, T*, T*, const int*, int, \
-                                                  int, int, int, int, int, int);
+    template __global__ void rnn_backward_step<T>(const T*, const T*, const T*, const T*, T*, T*, T*, const int*, \
+                                                  int, int, int, int, int, int, int);
 RNN_XP_INSTANTIATE(float)
 RNN_XP_INSTANTIATE(double)
 #undef RNN_XP_INSTANTIATE

@@ -31,6 +31,13 @@ from rnn_xp.loops import (
 )
 from rnn_xp.params import ParamLayout, key
 
+# Weight gradients at large T*B, off (None) until a GPU run shows that cuBLAS leaves most of the GPU idle on the tall,
+# narrow products over T*B rows (the suspect: at T=1024, B=256, H=128, bench/results/nvidia-h100-80gb-hbm3-cuda.md):
+# the rows per chunk of a split-K, each weight gradient then one batched matmul over the chunks and a sum of the
+# partial products (rows past the last whole chunk: one more matmul), and the bias gradient summed by a loop with
+# the hooks from the values its kernels compute anyway (else as usual). bench/gpu_probe.py sets it in its process.
+SPLIT_K_ROWS: int | None = None
+
 
 @dataclass
 class ForwardCache:
@@ -158,6 +165,7 @@ def backward(
     num_steps, batch = cache.layer_inputs[0].shape[0], cache.layer_inputs[0].shape[1]
     grads: dict[str, Any] = {}
     like = cache.layer_inputs[0]
+    split = SPLIT_K_ROWS
     into = getattr(loop, "backward_layer_into", None) if truncate is None else None
     grad_h0: list[Any] | Any = [None] * (layout.num_layers * directions)
     if into is not None:
@@ -167,10 +175,14 @@ def backward(
     for layer in reversed(range(layout.num_layers)):
         weights_hh = [cache.params[key("weight_hh", layer, d)] for d in range(directions)]
         grad_h_ns = [None if grad_h_n is None else grad_h_n[layer * directions + d, ...] for d in range(directions)]
+        grad_bias = None
         if into is not None:
+            if split is not None and layout.bias:
+                grad_bias = xp.empty((directions, hidden), dtype=like.dtype, device=device_of(like))
             grad_preacts = into(xp, LayerBackwardInto(
                 grad_output=grad_output, states=cache.states[layer], weights_hh=weights_hh, grad_h_ns=grad_h_ns,
                 lengths=cache.lengths, nonlinearity=cache.nonlinearity, grad_h0=grad_h0, first=layer * directions,
+                grad_bias=grad_bias,
             ))
         else:
             if grad_output is None:
@@ -192,18 +204,18 @@ def backward(
         grad_input = None
         for d, grad_preact in enumerate(grad_preacts):
             flat_grad = xp.reshape(grad_preact, (num_steps * batch, hidden))
-            grads[key("weight_ih", layer, d)] = flat_grad.T @ flat_input
+            grads[key("weight_ih", layer, d)] = _weight_gradient(xp, flat_grad, flat_input, split)
             if cache.previous is not None:
-                grads[key("weight_hh", layer, d)] = flat_grad.T @ xp.reshape(
-                    cache.previous[layer][d], (num_steps * batch, hidden))
+                grads[key("weight_hh", layer, d)] = _weight_gradient(
+                    xp, flat_grad, xp.reshape(cache.previous[layer][d], (num_steps * batch, hidden)), split)
             else:
                 grads[key("weight_hh", layer, d)] = _recurrent_weight_grad(
-                    xp, grad_preact, cache.states[layer][d], cache.h0, layer * directions + d, d
+                    xp, grad_preact, cache.states[layer][d], cache.h0, layer * directions + d, d, split
                 )
             if layout.bias:
-                grad_bias = xp.sum(flat_grad, axis=0)
-                grads[key("bias_ih", layer, d)] = grad_bias
-                grads[key("bias_hh", layer, d)] = private_copy(xp, grad_bias)
+                bias = grad_bias[d, ...] if grad_bias is not None else xp.sum(flat_grad, axis=0)
+                grads[key("bias_ih", layer, d)] = bias
+                grads[key("bias_hh", layer, d)] = private_copy(xp, bias)
             contribution = flat_grad @ cache.params[key("weight_ih", layer, d)]
             grad_input = contribution if grad_input is None else grad_input + contribution
         grad_input = xp.reshape(grad_input, layer_input.shape)
@@ -230,8 +242,25 @@ def _initial_state(xp: Any, h0: Any | None, index: int, batch: int, hidden: int,
     return xp.zeros((batch, hidden), dtype=like.dtype, device=device_of(like))
 
 
+def _weight_gradient(xp: Any, grad_rows: Any, input_rows: Any, split: int | None) -> Any:
+    """grad_rows^T @ input_rows over R rows, (R, H) and (R, K) -> (H, K): one matmul, or with ``split`` (see
+    :data:`SPLIT_K_ROWS`) and at least two chunks, a batched matmul over chunks of ``split`` rows and a sum of the
+    partial products (and one matmul over the rows past the last whole chunk)."""
+    rows = grad_rows.shape[0]
+    if split is None or rows < 2 * split:
+        return grad_rows.T @ input_rows
+    chunks = rows // split
+    whole = chunks * split
+    grad_chunks = xp.reshape(grad_rows[:whole, ...], (chunks, split, grad_rows.shape[1]))
+    input_chunks = xp.reshape(input_rows[:whole, ...], (chunks, split, input_rows.shape[1]))
+    total = xp.sum(xp.matmul(xp.permute_dims(grad_chunks, (0, 2, 1)), input_chunks), axis=0)
+    if whole < rows:
+        total = total + grad_rows[whole:, ...].T @ input_rows[whole:, ...]
+    return total
+
+
 def _recurrent_weight_grad(
-    xp: Any, grad_preact: Any, states: Any, h0: Any | None, h0_index: int, direction: int
+    xp: Any, grad_preact: Any, states: Any, h0: Any | None, h0_index: int, direction: int, split: int | None = None
 ) -> Any:
     """sum_t grad_preact[t]^T @ (state before step t), as two matmuls over the T*B rows.
 
@@ -243,7 +272,7 @@ def _recurrent_weight_grad(
     else:
         later, earlier, first = grad_preact[:-1, ...], states[1:, ...], grad_preact[num_steps - 1, ...]
     rows = (num_steps - 1) * batch
-    grad = xp.reshape(later, (rows, hidden)).T @ xp.reshape(earlier, (rows, hidden))
+    grad = _weight_gradient(xp, xp.reshape(later, (rows, hidden)), xp.reshape(earlier, (rows, hidden)), split)
     if h0 is not None:
         grad = grad + first.T @ h0[h0_index, ...]
     return grad

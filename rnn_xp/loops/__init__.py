@@ -103,7 +103,8 @@ class LayerBackwardInto:
 
     As :class:`LayerBackward` (never truncated), except: grad_output : (T, B, D*H) or None (zeros), direction d's
     gradient in columns [d*H, (d+1)*H); grad_h_ns[d] : (B, H) or None (zeros); grad_h0 : (L*D, B, H), whose row
-    ``first + d`` to fill with direction d's gradient with respect to its initial state.
+    ``first + d`` to fill with direction d's gradient with respect to its initial state; grad_bias : (D, H) or None,
+    whose row d to fill, where given, with the sum of grad_preacts[d] over steps and samples (the bias gradient).
     """
 
     grad_output: Any | None
@@ -114,6 +115,7 @@ class LayerBackwardInto:
     nonlinearity: str
     grad_h0: Any
     first: int
+    grad_bias: Any | None = None
 
 
 class TimeLoop(Protocol):

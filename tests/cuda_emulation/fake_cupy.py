@@ -197,6 +197,16 @@ def make_module(*, sm_count: int, shared_optin: int) -> types.ModuleType:
     module.concatenate = lambda arrays, axis=0: _allocated(  # type: ignore[attr-defined]
         "concatenate", np.concatenate([_plain(a) for a in arrays], axis=axis))
     module.matmul = matmul  # type: ignore[attr-defined]
+
+    def sum_(a: Any, axis: Any = None, out: Any = None) -> Any:
+        _ledger.operation("sum", allocates=out is None)
+        result = np.sum(_plain(a), axis=axis)
+        if out is None:
+            return _wrap(result)
+        _plain(out)[...] = result
+        return out
+
+    module.sum = sum_  # type: ignore[attr-defined]
     return module
 
 
@@ -229,6 +239,7 @@ def make_namespace(cupy: types.ModuleType) -> types.ModuleType:
         stack=lambda arrays, axis=0: _allocated("stack", np.stack([_plain(a) for a in arrays], axis)),
         sum=lambda x, axis=None: _allocated("sum", np.sum(_plain(x), axis=axis)),
         matmul=lambda a, b: a @ b,
+        permute_dims=lambda x, axes: np.transpose(x, axes),
         astype=lambda x, dtype: x.astype(dtype),
     )
     return namespace
