@@ -123,6 +123,20 @@ def test_choose_plan_leaves_broadcast_bound_sizes_to_the_per_step_path() -> None
     assert chosen is not None and chosen.step_us < _launch.per_step_path_us(directions=1, hidden=1024, batch=64, itemsize=4)
 
 
+def test_choose_plan_at_the_sizes_past_the_persistent_kernels() -> None:
+    """The per-step path where W_hh does not fit on chip (H=4096) and where every slice would re-read a large state
+    (H=2048, B>=64); the persistent kernels where they measured faster on an H100 (H=2048 at B<=8, H=1024 at B=64).
+    The per-step estimates are the predictions tools/gpu_session.sh checks: ~12 us a step of host time, or the GPU's
+    GEMM and W_hh read where longer."""
+    common = dict(**H100, directions=1, itemsize=4)
+    for hidden, batch in ((4096, 1), (4096, 64), (2048, 64), (2048, 256)):
+        assert _launch.choose_plan(**common, hidden=hidden, batch=batch) is None, (hidden, batch)
+    for hidden, batch in ((2048, 1), (2048, 8), (1024, 64), (512, 256)):
+        assert _launch.choose_plan(**common, hidden=hidden, batch=batch) is not None, (hidden, batch)
+    assert _launch.per_step_path_us(directions=1, hidden=4096, batch=1, itemsize=4) == pytest.approx(26.2, abs=0.1)
+    assert _launch.per_step_path_us(directions=1, hidden=2048, batch=64, itemsize=4) == pytest.approx(22.0, abs=0.1)
+
+
 def test_shared_bytes_counts_every_buffer() -> None:
     size = _launch.shared_bytes(rows=32, batch_tile=16, tiles_per_group=2, padded=1024, itemsize=4)
     assert size == ((32 + 16) * 1028 + 8 * 16 * 32 + 2 * 16 * 32) * 4

@@ -283,3 +283,24 @@ def test_the_bias_sums_replace_the_reduction_over_all_rows(h100: Emulated, monke
     launches, _, syncs, _, _ = _count(h100, lambda: _core.backward(cache, loop, data["grad_out"], None, None))
     assert h100.ledger.operations == {"kernel rnn_backward_registers": 1, "matmul": 3, "sum": 3, "copy": 1}
     assert (launches, syncs) == (8, 0)
+
+
+def test_the_per_step_loop_allocates_nothing_a_step(h100: Emulated) -> None:
+    """Per step and direction one GEMM (raw cuBLAS, into the projection) and one epilogue launch, and nothing
+    allocated or read back: the forward's and the backward's allocations do not grow with T."""
+    xp = fake_cupy.make_namespace(h100.cupy)
+    loop = CudaLoop("per_step")
+
+    def allocations(steps: int) -> tuple[int, int]:
+        data = _on_gpu(h100, _problem(steps, 2, 16, bidirectional=True, h0=True, dtype="float32"))
+        _core_forward(xp, loop, data)
+        _, forward, syncs, devices, (_, _, cache) = _count(h100, lambda: _core_forward(xp, loop, data))
+        operations = h100.ledger.operations
+        assert (syncs, devices, operations["gemm"], operations["kernel rnn_forward_step"]) == (0, 1, 2 * steps,
+                                                                                                2 * steps)
+        _, backward, syncs, _, _ = _count(h100, lambda: _core.backward(cache, loop, data["grad_out"], None, None))
+        operations = h100.ledger.operations
+        assert (syncs, operations["gemm"], operations["kernel rnn_backward_step"]) == (0, 2 * steps, 2 * (steps + 1))
+        return forward, backward
+
+    assert allocations(3) == allocations(9)

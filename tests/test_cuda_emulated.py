@@ -168,13 +168,13 @@ def test_persistent_path_is_deterministic_across_thread_orders(monkeypatch: pyte
 def test_a_wrong_argument_kind_is_refused() -> None:
     """A Python int where the kernel takes an int (CuPy would pass 64 bits), or an int where it takes a pointer."""
     forward = launcher.kernel("rnn_forward_step", "float32")
-    assert forward.signature == "pppppppppp" + "iiiiiii"
-    arrays = [np.zeros(4, np.float32)] * 9
+    assert forward.signature == "ppppppppp" + "iiiiiii"
+    arrays = [np.zeros(4, np.float32)] * 8
     sizes = (np.int32(0), np.int32(1), np.int32(0), np.int32(1), np.int32(1), np.int32(4), np.int32(0))
     good = (*arrays, None, *sizes)  # None: a null pointer (no lengths), as CuPy passes it
     forward((1,), (_launch.STEP_THREADS,), good)
-    with pytest.raises(TypeError, match=r"argument 12 must be numpy.int32; got int"):
-        forward((1,), (_launch.STEP_THREADS,), (*good[:12], 0, *good[13:]))
+    with pytest.raises(TypeError, match=r"argument 11 must be numpy.int32; got int"):
+        forward((1,), (_launch.STEP_THREADS,), (*good[:11], 0, *good[12:]))
     with pytest.raises(TypeError, match=r"argument 5 must be a C-contiguous array or None; got int32"):
         forward((1,), (_launch.STEP_THREADS,), (*good[:5], np.int32(1), *good[6:]))
 

@@ -30,10 +30,13 @@ STEP_FIXED_US = 3.0
 TILE_US = 2.5  # each further tile of a group: its load latency, barriers and epilogue
 L2_US_PER_MB = 0.7  # ~1.4 TB/s: many SMs reading the same lines
 US_PER_BLOCK_FMA = 1 / (128 * 1980)  # one SM's fp32 FMAs at 128 per cycle and 1.98 GHz (fp64: half the rate)
-# The per-step path: per step and direction, a cuBLAS GEMM and an epilogue kernel, issued from Python.
-HOST_US_PER_STEP = 55.0
+# The per-step path: per step and direction, a cuBLAS GEMM (raw, on CuPy's cached handle) and an epilogue kernel,
+# issued from a Python loop that does nothing else. Host time a step: a prediction, not yet measured (with
+# cupy.matmul, a view and fresh scalars a step it was ~55 us on an H100: probe-overhead.txt, probe-crossover.json).
+HOST_US_PER_STEP = 12.0
 GEMM_FLOPS_PER_US = 40e6  # fp32 cuBLAS, ~40 TFLOP/s at large sizes
 WEIGHT_BYTES_PER_US = 3e6  # W_hh streamed from HBM/L2 each step
+KERNEL_GAP_US = 1.5  # on the GPU, per kernel: the start of a small kernel queued behind another
 
 
 @dataclass(frozen=True)
@@ -108,10 +111,11 @@ def persistent_plan(
 
 
 def per_step_path_us(*, directions: int, hidden: int, batch: int, itemsize: int) -> float:
-    """The cost model's estimate of one time step on the per-step path (directions run one after the other)."""
+    """The cost model's estimate of one time step on the per-step path (directions run one after the other): the
+    host's two launches, or the GPU's GEMM, W_hh read and two kernel starts, whichever is longer."""
     gemm = 2 * batch * hidden * hidden * (itemsize / 4) / GEMM_FLOPS_PER_US
     weights = hidden * hidden * itemsize / WEIGHT_BYTES_PER_US
-    return directions * max(HOST_US_PER_STEP, gemm + weights)
+    return directions * max(HOST_US_PER_STEP, gemm + weights + 2 * KERNEL_GAP_US)
 
 
 def choose_plan(

@@ -7,6 +7,19 @@
   :func:`rnn_xp.cuda._launch.persistent_plan` and ``rnn_persistent.cu``);
 - otherwise, per step and direction, one cuBLAS GEMM for the recurrent product and one fused epilogue kernel.
 
+The per-step path (hidden sizes whose W_hh does not fit on chip, e.g. 4096 in float32, or where the launch model
+expects it to win, e.g. 2048 at B=64) issues its two launches a step from a Python loop that does nothing else: the
+GEMM is a raw cuBLAS call on CuPy's cached handle, on pointers computed by arithmetic (no array views, no checks,
+no allocation a step), that adds h_{t-1} W_hh^T into the projection of step t (beta = 1), so the epilogue reads one
+array; every other argument of the epilogue is made once per layer call. Chosen over the alternatives by reasoning
+(a GPU will decide): a CUDA graph of the loop needs a GEMM kernel of our own, since CuPy refuses cuBLAS during
+stream capture, and a graph bakes in the buffers, so it would be captured anew for every call (a step's host cost
+again); a persistent kernel that streams W_hh from L2 each step meets every SM reading the whole state every step,
+the broadcast that already makes the persistent kernels lose at H=2048, B=64, and needs a grid-wide barrier a step.
+cuBLAS keeps its GEMM (the larger part of a step at these sizes); the host floor drops from ~55 us a step (cupy.matmul
+with its checks, a view and fresh scalars, measured on an H100) to a predicted ~12 us, under the GPU's own time a
+step at H=4096 (W_hh, 64 MB, read from HBM: ~14 us on an H200) and at H=2048, B=64 (~15 us of GEMM).
+
 The input projection and the weight gradients stay cuBLAS GEMMs in :mod:`rnn_xp.functional._core`; truncated BPTT
 runs on the generic loop. This module is the only one that calls CuPy kernels.
 
@@ -147,23 +160,25 @@ def _forward(
 def _forward_per_step(kernels: Kernels, projections: list[Any], biases: list[list[Any | None]], weights: list[Any],
                       h0s: list[Any | None], states: list[Any], initial: list[Any], out: Any | None,
                       h_ns: list[Any | None], lengths: Any | None, relu: Any) -> None:
-    """Past the on-chip limit: per step one cuBLAS GEMM for h_{t-1} W_hh^T, then one fused epilogue."""
-    import cupy
-
+    """Per step: projection[t] += h_{t-1} W_hh^T (raw cuBLAS), then one fused epilogue."""
     steps, batch, hidden = projections[0].shape
     directions = len(projections)
-    recurrent = cupy.empty((batch, hidden), dtype=projections[0].dtype)
+    gemm, handle, one, _ = _blas(projections[0].dtype)
+    plane = batch * hidden * projections[0].dtype.itemsize
     tail = (_I32(steps), _I32(batch), _I32(hidden), relu)
     for direction in range(directions):
-        weight_t = weights[direction].T
-        arrays = (biases[0][direction], biases[1][direction], h0s[direction], states[direction], initial[direction],
-                  out, h_ns[direction], lengths, _I32(direction), _I32(directions))
+        weight, projected, state = (a.data.ptr for a in (weights[direction], projections[direction], states[direction]))
+        arrays = (projections[direction], biases[0][direction], biases[1][direction], h0s[direction],
+                  states[direction], initial[direction], out, h_ns[direction], lengths, _I32(direction),
+                  _I32(directions))
+        h0 = h0s[direction]
         for step, t in enumerate(_visit_order(steps, direction)):
-            before = h0s[direction] if step == 0 else states[direction][t + 1 if direction else t - 1]
+            before = state + (t + 1 if direction else t - 1) * plane if step else None if h0 is None else h0.data.ptr
             if before is not None:  # a first step from h0 = 0 has no recurrent product
-                cupy.matmul(before, weight_t, out=recurrent)
-            kernels.forward(kernels.grid, kernels.block, (projections[direction],
-                            None if before is None else recurrent, *arrays, _I32(step), *tail))
+                # Column-major: (H x B) += W_hh (as its stored transpose, op T) @ (H x B), leading dimensions H.
+                gemm(handle, _OP_T, _OP_N, hidden, batch, hidden, one, weight, hidden, before, hidden, one,
+                     projected + t * plane, hidden)
+            kernels.forward(kernels.grid, kernels.block, (*arrays, _I32(step), *tail))
 
 
 def _backward(
@@ -230,22 +245,46 @@ def _tail(device_id: int, kernels: Kernels, directions: int, steps: int, relu: A
 def _backward_per_step(kernels: Kernels, grad_output: Any | None, states: list[Any], weights: list[Any],
                        grad_h_ns: list[Any | None], grad_preacts: list[Any], grad_h0s: list[Any],
                        partials: list[Any | None], lengths: Any | None, relu: Any) -> None:
-    """Past the on-chip limit: per step one cuBLAS GEMM for g_t W_hh, then one fused epilogue; the carried gradient
-    lives in grad_h0, where it ends."""
+    """Per step: product = g_t W_hh (raw cuBLAS), then one fused epilogue; the carried gradient lives in grad_h0,
+    where it ends."""
     import cupy
 
     steps, batch, hidden = states[0].shape
     directions = len(states)
+    gemm, handle, one, zero = _blas(states[0].dtype)
+    plane = batch * hidden * states[0].dtype.itemsize
     product = cupy.empty((batch, hidden), dtype=states[0].dtype)
     tail = (_I32(steps), _I32(batch), _I32(hidden), relu)
     for direction in range(directions):
+        weight, gradient = weights[direction].data.ptr, grad_preacts[direction].data.ptr
         common = (grad_output, states[direction])
         rest = (grad_h_ns[direction], grad_h0s[direction], grad_preacts[direction], partials[direction], lengths,
                 _I32(direction), _I32(directions))
         kernels.backward(kernels.grid, kernels.block, (*common, None, *rest, _I32(0), *tail))
         for index, t in enumerate(reversed(_visit_order(steps, direction))):  # the forward's steps in reverse
-            cupy.matmul(grad_preacts[direction][t], weights[direction], out=product)
+            # Column-major: (H x B) = W_hh^T (W_hh as stored, op N) @ (H x B).
+            gemm(handle, _OP_N, _OP_N, hidden, batch, hidden, one, weight, hidden, gradient + t * plane, hidden,
+                 zero, product.data.ptr, hidden)
             kernels.backward(kernels.grid, kernels.block, (*common, product, *rest, _I32(index + 1), *tail))
+
+
+# cuBLAS's operation codes (cublasOperation_t).
+_OP_N, _OP_T = 0, 1
+# Host scalars for the GEMMs' alpha and beta (pointer mode host), kept alive with their addresses.
+_SCALARS = {np.dtype(t): (np.ones((), dtype=t), np.zeros((), dtype=t)) for t in ("float32", "float64")}
+
+
+def _blas(dtype: Any) -> tuple[Any, int, int, int]:
+    """(gemm, handle, address of 1, address of 0) for ``dtype`` on the current device: cuBLAS's [sd]gemm as CuPy
+    wraps it (it binds the current stream to the handle each call), CuPy's cached handle in host pointer mode."""
+    import cupy
+    from cupy_backends.cuda.libs import cublas  # type: ignore[import-not-found, import-untyped, unused-ignore]
+
+    handle = cupy.cuda.device.get_cublas_handle()
+    cublas.setPointerMode(handle, cublas.CUBLAS_POINTER_MODE_HOST)
+    one, zero = _SCALARS[np.dtype(dtype)]
+    gemm = cublas.sgemm if np.dtype(dtype) == np.float32 else cublas.dgemm
+    return gemm, handle, one.ctypes.data, zero.ctypes.data
 
 
 def kernels_for(directions: int, hidden: int, batch: int, dtype: Any, path: str = "auto") -> Kernels:

@@ -1,21 +1,20 @@
 // Per-step epilogues, for hidden sizes whose W_hh does not fit on chip across the SMs.
 //
-// There the recurrent product of a step is one cuBLAS GEMM over the whole batch (issued by the wrapper), and one
-// of these kernels does everything else of the step in one pass: both biases, activation, length mask and the
-// writes of the state, the output and h_n (forward); the carried gradient's mask and the next step's
-// pre-activation gradient (backward). One thread per (sample, hidden unit). No atomics. Layouts and null pointers:
-// see rnn_common.cuh.
+// There the recurrent product of a step is one cuBLAS GEMM over the whole batch (issued by the wrapper: the forward
+// adds h_{t-1} W_hh^T into the projection of step t, beta = 1), and one of these kernels does everything else of
+// the step in one pass: both biases, activation, length mask and the writes of the state, the output and h_n
+// (forward); the carried gradient's mask and the next step's pre-activation gradient (backward). One thread per
+// (sample, hidden unit). No atomics. Layouts and null pointers: see rnn_common.cuh.
 #include "rnn_common.cuh"
 
-// Step `step` of direction `direction` (t = its time index): states[t] = act(projection[t] + recurrent + biases),
-// where recurrent = h_{t-1} W_hh^T (null: zero, the first step from h0 = 0). The first step also copies h0 (or
-// zeros) into `initial`; the last writes h_n.
+// Step `step` of direction `direction` (t = its time index): states[t] = act(projection[t] + biases), where the
+// GEMM has added h_{t-1} W_hh^T into projection[t] (nothing at a first step from h0 = 0). The first step also copies
+// h0 (or zeros) into `initial`; the last writes h_n.
 template <typename T>
 __global__ void __launch_bounds__(256) rnn_forward_step(
-    const T* __restrict__ projection, const T* __restrict__ recurrent, const T* __restrict__ bias_ih,
-    const T* __restrict__ bias_hh, const T* __restrict__ h0, T* states, T* initial, T* out, T* h_n,
-    const int* __restrict__ lengths, int direction, int directions, int step, int steps, int batch, int hidden,
-    int relu) {
+    const T* __restrict__ projection, const T* __restrict__ bias_ih, const T* __restrict__ bias_hh,
+    const T* __restrict__ h0, T* states, T* initial, T* out, T* h_n, const int* __restrict__ lengths, int direction,
+    int directions, int step, int steps, int batch, int hidden, int relu) {
     const size_t at = static_cast<size_t>(blockIdx.x) * blockDim.x + threadIdx.x;
     const size_t plane = static_cast<size_t>(batch) * hidden;
     if (at >= plane) return;
@@ -31,8 +30,7 @@ __global__ void __launch_bounds__(256) rnn_forward_step(
     }
     const bool valid = rnn_xp::valid_length(lengths, b, steps);
     const bool in = rnn_xp::inside(lengths, t, b);
-    const T preactivation =
-        projection[t * plane + at] + (recurrent ? recurrent[at] : T(0)) + rnn_xp::bias_of(bias_ih, bias_hh, j);
+    const T preactivation = projection[t * plane + at] + rnn_xp::bias_of(bias_ih, bias_hh, j);
     const T value = rnn_xp::forward_value(valid, in, preactivation, previous, relu);
     states[t * plane + at] = value;
     if (out) out[(static_cast<size_t>(t) * batch + b) * directions * hidden + direction * hidden + j] =
@@ -81,7 +79,7 @@ __global__ void __launch_bounds__(256) rnn_backward_step(
 
 #ifdef RNN_XP_EXPLICIT_INSTANTIATION  // for the nvcc compile check; CuPy instantiates through name_expressions
 #define RNN_XP_INSTANTIATE(T)                                                                                      \
-    template __global__ void rnn_forward_step<T>(const T*, const T*, const T*, const T*, const T*, T*, T*, T*, T*, \
+    template __global__ void rnn_forward_step<T>(const T*, const T*, const T*, const T*, T*, T*, T*, T*,          \
                                                  const int*, int, int, int, int, int, int, int);                   \
     template __global__ void rnn_backward_step<T>(const T*, const T*, const T*, const T*, T*, T*, T*, const int*, \
                                                   int, int, int, int, int, int, int);

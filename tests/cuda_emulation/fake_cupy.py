@@ -13,6 +13,7 @@ GPU): tests count what one forward or backward costs in launches, allocations an
 
 from __future__ import annotations
 
+import ctypes
 import types
 from collections import Counter
 from typing import Any
@@ -171,6 +172,7 @@ def make_module(*, sm_count: int, shared_optin: int) -> types.ModuleType:
     module.int32, module.uint32 = np.int32, np.uint32  # type: ignore[attr-defined]
     module.cuda = types.SimpleNamespace(  # type: ignore[attr-defined]
         Device=device, get_current_stream=lambda: types.SimpleNamespace(ptr=0),
+        device=types.SimpleNamespace(get_cublas_handle=lambda: 1),
     )
 
     def asarray(a: Any, dtype: Any = None) -> EmulatedArray:
@@ -208,6 +210,47 @@ def make_module(*, sm_count: int, shared_optin: int) -> types.ModuleType:
 
     module.sum = sum_  # type: ignore[attr-defined]
     return module
+
+
+def make_cublas() -> dict[str, types.ModuleType]:
+    """``cupy_backends.cuda.libs.cublas`` (and its parents, to put in ``sys.modules``): sgemm/dgemm as cuBLAS
+    computes them, column-major on raw addresses (here host memory), each a "gemm" in the ledger."""
+
+    def gemm(ctype: Any) -> Any:
+        def call(handle: int, transa: int, transb: int, m: int, n: int, k: int, alpha: int, a: int, lda: int, b: int,
+                 ldb: int, beta: int, c: int, ldc: int) -> None:
+            _ledger.operation("gemm", allocates=False)
+
+            def at(address: int, rows: int, columns: int) -> np.ndarray:
+                # A column-major (rows x columns) matrix with leading dimension `rows` is a row-major (columns x rows).
+                return np.ctypeslib.as_array(ctypes.cast(address, ctypes.POINTER(ctype)), shape=(columns, rows))
+
+            scalar = np.dtype(ctype)
+            alpha_value = at(alpha, 1, 1)[0, 0].astype(scalar)
+            beta_value = at(beta, 1, 1)[0, 0].astype(scalar)
+            stored_a = at(a, lda, k if transa == 0 else m)[:, : (m if transa == 0 else k)].T
+            stored_b = at(b, ldb, n if transb == 0 else k)[:, : (k if transb == 0 else n)].T
+            op_a = stored_a if transa == 0 else stored_a.T
+            op_b = stored_b if transb == 0 else stored_b.T
+            result = at(c, ldc, n)[:, :m]  # C^T, written in place
+            product = (op_a @ op_b).T
+            result[...] = alpha_value * product + (beta_value * result if beta_value != 0 else 0)
+
+        return call
+
+    cublas = types.ModuleType("cupy_backends.cuda.libs.cublas")
+    cublas.CUBLAS_POINTER_MODE_HOST = 0  # type: ignore[attr-defined]
+    cublas.setPointerMode = lambda handle, mode: None  # type: ignore[attr-defined]
+    cublas.sgemm = gemm(ctypes.c_float)  # type: ignore[attr-defined]
+    cublas.dgemm = gemm(ctypes.c_double)  # type: ignore[attr-defined]
+    libs = types.ModuleType("cupy_backends.cuda.libs")
+    libs.cublas = cublas  # type: ignore[attr-defined]
+    cuda = types.ModuleType("cupy_backends.cuda")
+    cuda.libs = libs  # type: ignore[attr-defined]
+    root = types.ModuleType("cupy_backends")
+    root.cuda = cuda  # type: ignore[attr-defined]
+    return {"cupy_backends": root, "cupy_backends.cuda": cuda, "cupy_backends.cuda.libs": libs,
+            "cupy_backends.cuda.libs.cublas": cublas}
 
 
 def make_namespace(cupy: types.ModuleType) -> types.ModuleType:

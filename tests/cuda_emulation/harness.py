@@ -26,6 +26,8 @@ class Emulated:
         self.ledger = self.cupy.ledger
         self.launched: Counter[str] = Counter()
         monkeypatch.setitem(sys.modules, "cupy", self.cupy)
+        for name, module in fake_cupy.make_cublas().items():
+            monkeypatch.setitem(sys.modules, name, module)
         monkeypatch.setattr(_module, "kernel", self._kernel)
         monkeypatch.setattr(_module, "_shared_set", {})
         recurrence.clear_caches()
