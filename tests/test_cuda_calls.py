@@ -5,6 +5,7 @@ in the stand-in CuPy's ledger: launches, allocations, reads back to the host. Ma
 from __future__ import annotations
 
 import shutil
+import sys
 from typing import Any
 
 import numpy as np
@@ -304,3 +305,32 @@ def test_the_per_step_loop_allocates_nothing_a_step(h100: Emulated) -> None:
         return forward, backward
 
     assert allocations(3) == allocations(9)
+
+
+def test_tuning_times_each_path_that_runs_kernels_of_its_own(h100: Emulated, monkeypatch: pytest.MonkeyPatch) -> None:
+    """rnn_xp.tuning.measure_cuda: per size only the paths whose kernels differ there (float32 H=16: register,
+    persistent, per-step; float32 H=300 and float64: persistent and per-step), the fastest recorded, and the plan then
+    routes a call to it."""
+    from rnn_xp import tuning
+
+    timed: list[tuple[str, ...]] = []
+    fastest = {"registers": 1.0, "persistent": 2.0, "per_step": 3.0}
+
+    def medians(calls: dict[str, Any], budget: float, synchronize: Any = None) -> dict[str, float]:
+        for call in calls.values():
+            call()  # each candidate really runs (on the emulated kernels)
+        timed.append(tuple(calls))
+        return {path: fastest[path] for path in calls}
+
+    monkeypatch.setattr(tuning, "_alternating_medians", medians)
+    monkeypatch.setitem(sys.modules, "array_api_compat.cupy", fake_cupy.make_namespace(h100.cupy))
+    choices = tuning.measure_cuda(("float32", "float64"), (1,), hidden_sizes=(16, 300), batches=(2,), steps=3,
+                                  budget=0.0)
+    assert timed == [("registers", "persistent", "per_step")] + [("persistent", "per_step")] * 3
+    assert [(c.dtype, c.hidden, c.path) for c in choices] == [
+        ("float32", 16, "registers"), ("float32", 300, "persistent"), ("float64", 16, "persistent"),
+        ("float64", 300, "persistent")]
+    assert {c.device for c in choices} == {"Emulated GPU"}
+    plan = tuning.Plan(machine=tuning.this_machine(), cuda=choices)
+    assert plan.cuda_path("float32", 4, 300, 1) == "persistent" and plan.cuda_path("float32", 1, 20, 1) == "registers"
+    assert plan.cuda_path("float32", 1, 20, 2) == "auto"  # no measurement for two directions
