@@ -12,6 +12,7 @@ from typing import Any
 import array_api_compat
 import numpy as np
 from array_api_compat import device as device_of
+from array_api_compat import is_cupy_array
 
 from rnn_xp._arrays import namespace_of, to_numpy
 from rnn_xp._layout import CallerLayout
@@ -27,10 +28,14 @@ class Call:
 
     x: Any
     h0: Any | None
-    lengths: Any | None  # (B,) int32 on the arrays' device, every value in [1, T] ([0, T] when traced: check_lengths)
+    # (B,) int32 on the arrays' device, every value in [1, T] once lengths_checked ([0, T] when traced: check_lengths)
+    lengths: Any | None
     layout: CallerLayout
     num_steps: int
     batch: int
+    # False for a CuPy lengths array: its values were not read back (see check_lengths); a loop that cannot take
+    # that (no CHECKS_LENGTHS) has them checked by check_length_values once the plan has picked it.
+    lengths_checked: bool = True
 
 
 class Checked:
@@ -193,7 +198,7 @@ def check_call(
         _check_h0(xp, h0, layout, batch, unbatched, dtype=dtype, device=device)
     checked = None if lengths is None else check_lengths(xp, lengths, num_steps, batch, unbatched, device=device)
     return Call(x, h0, checked, CallerLayout(batch_first=batch_first and not unbatched, unbatched=unbatched),
-                num_steps, batch)
+                num_steps, batch, lengths_checked=lengths is None or not is_cupy_array(lengths))
 
 
 def sequence_sizes(shape: tuple[int, ...], layout: ParamLayout, *, batch_first: bool) -> tuple[int, int, bool]:
@@ -246,30 +251,47 @@ def check_lengths(xp: Any, lengths: Any, num_steps: int, batch: int, unbatched: 
     them; they are clipped to [0, T] instead. A length of 0 or less is then an empty sequence (zero outputs, h_n = h0,
     no gradient into its x) and a length above T is T: what the loops' rule "step t is inside sample b when
     t < lengths[b]" gives for such values, made explicit (and safe from int32 wrap-around) by the clip.
+
+    A CuPy array is checked for its dtype and shape only: reading its values back would wait for everything queued
+    on the GPU. The CUDA kernels then take it as it is and make a sample whose length lies outside [1, T] NaN; any
+    other loop has the values checked by :func:`check_length_values` first.
     """
     if unbatched:
         msg = "lengths must be None for unbatched (2-D) x; give x a batch dimension to use lengths"
         raise ValueError(msg)
     if _is_jax_tracer(lengths) and array_api_compat.is_jax_namespace(xp):
-        _check_integer_vector(lengths.dtype, xp.isdtype(lengths.dtype, "integral"), tuple(lengths.shape), batch)
+        _check_lengths_kind(lengths.dtype, xp.isdtype(lengths.dtype, "integral"), tuple(lengths.shape), batch)
         # the upper bound in the lengths' own dtype (where T does not fit, e.g. uint8 and T = 300, nothing exceeds T)
         high = min(num_steps, int(xp.iinfo(lengths.dtype).max))
         return xp.astype(xp.clip(lengths, min=0, max=high), xp.int32)
+    if is_cupy_array(lengths):
+        _check_lengths_kind(lengths.dtype, np.dtype(lengths.dtype).kind in "iu", tuple(lengths.shape), batch)
+        on_device = lengths if device_of(lengths) == device else xp.asarray(lengths, device=device)
+        return on_device if on_device.dtype == xp.int32 else xp.astype(on_device, xp.int32)
     host = _lengths_to_numpy(lengths)
-    _check_integer_vector(host.dtype, host.dtype.kind in "iu", host.shape, batch)
-    low, high = int(host.min()), int(host.max())
-    if low < 1 or high > num_steps:
-        msg = f"lengths must lie in [1, T={num_steps}]; got values from {low} to {high}"
-        raise ValueError(msg)
+    _check_lengths_kind(host.dtype, host.dtype.kind in "iu", host.shape, batch)
+    _check_lengths_range(host, num_steps)
     return xp.asarray(host.astype(np.int32), device=device)
 
 
-def _check_integer_vector(dtype: Any, integral: bool, shape: tuple[int, ...], batch: int) -> None:
+def check_length_values(lengths: Any, num_steps: int) -> None:
+    """The range check that :func:`check_lengths` leaves out for a CuPy array (reads it back to the host)."""
+    _check_lengths_range(to_numpy(lengths), num_steps)
+
+
+def _check_lengths_kind(dtype: Any, integral: bool, shape: tuple[int, ...], batch: int) -> None:
     if not integral:
         msg = f"lengths must hold integers; got dtype {dtype}"
         raise TypeError(msg)
     if shape != (batch,):
         msg = f"lengths must have shape ({batch},) (batch,); got {shape}"
+        raise ValueError(msg)
+
+
+def _check_lengths_range(host: np.ndarray, num_steps: int) -> None:
+    low, high = int(host.min()), int(host.max())
+    if low < 1 or high > num_steps:
+        msg = f"lengths must lie in [1, T={num_steps}]; got values from {low} to {high}"
         raise ValueError(msg)
 
 

@@ -436,7 +436,7 @@ def _bench(options: argparse.Namespace) -> int:
         directions=("fwd", "train") if options.direction == "both" else (options.direction,),
         quick=options.quick,
         max_seconds=options.max_seconds if options.max_seconds is not None else (0.5 if options.quick else 2.0),
-        extra_cases=CUDA_EXTRA if default_grid and devices == ["cuda"] else (),
+        extra_cases=CUDA_EXTRA if default_grid and "cuda" in devices else (),
     )
     hardware = present[0]["name"] if "cuda" in devices else cpu_model()
     stem = options.name or f"{results.file_stem(hardware)}-{'quick' if options.quick else 'full'}"

@@ -15,8 +15,9 @@ What it holds:
 
 - ``cpu``: for each dtype, number of directions and measured hidden size, the largest batch at which the compiled
   loop runs (:data:`rnn_xp._plan.COMPILED_MAX_BATCH` has the same form, and the same lookup);
-- ``cuda``: for each measured (dtype, directions, batch, hidden) on a GPU, whether the persistent kernels or the
-  per-step path won; a call takes the nearest measured point of its dtype and directions.
+- ``cuda``: for each measured (dtype, directions, batch, hidden) on a GPU, which path won (the register kernels, the
+  persistent kernels or the per-step path: :data:`rnn_xp.cuda.recurrence.PATHS`); a call takes the nearest measured
+  point of its dtype and directions.
 """
 
 from __future__ import annotations
@@ -52,7 +53,7 @@ class CudaChoice:
     directions: int
     batch: int
     hidden: int
-    path: str  # "persistent" or "per_step"
+    path: str  # "registers", "persistent" or "per_step"
 
 
 @dataclass(frozen=True)
@@ -316,26 +317,46 @@ def measure_cuda(
     dtypes: Sequence[str], directions: Sequence[int], *, hidden_sizes: Sequence[int], batches: Sequence[int],
     steps: int, budget: float, progress: Callable[[str], None] | None = None,
 ) -> tuple[CudaChoice, ...]:
-    """The faster of the persistent kernels and the per-step path per (dtype, directions, batch, hidden) on the
-    current GPU (CUDA events around each call, after a warm-up); only where the persistent kernels fit."""
-    import cupy
+    """The fastest CUDA path per (dtype, directions, batch, hidden) on the current GPU, among the paths that run
+    kernels of their own there (:func:`rnn_xp.cuda.recurrence.kernels_for`: "registers", "persistent",
+    "per_step"); a size where only one does is not recorded ("auto" runs it anyway). Each candidate's forward
+    (T = ``steps``, I = :data:`INPUT_SIZE`) is timed on the host clock around the call and a device synchronize
+    (what a caller waits for, the host's launches included), the candidates alternating, median of the rounds,
+    after one untimed call each (compilation, plans).
 
+    Raises
+    ------
+    RuntimeError
+        CuPy sees no GPU.
+    """
+    import cupy
+    import numpy as np
+
+    from rnn_xp.cuda.recurrence import kernels_for
     from rnn_xp.loops.cuda import CudaLoop
 
     device = _current_gpu()
-    assert device is not None
+    if device is None:
+        msg = "measure_cuda needs a GPU that CuPy sees; found none"
+        raise RuntimeError(msg)
+    synchronize = cupy.cuda.Device().synchronize
     choices = []
     for dtype in dtypes:
         for count in directions:
             for hidden in hidden_sizes:
+                params = {name: cupy.asarray(value) for name, value in _params(dtype, count, hidden).items()}
                 for batch in batches:
-                    params = {name: cupy.asarray(value) for name, value in _params(dtype, count, hidden).items()}
-                    x = cupy.random.default_rng(0).standard_normal((steps, batch, INPUT_SIZE)).astype(dtype)
-                    calls = {path: _cuda_call(x, params, CudaLoop(path)) for path in ("persistent", "per_step")}
-                    seconds = _alternating_medians(calls, budget, synchronize=cupy.cuda.Device().synchronize)
+                    paths: list[str] = [path for path in ("registers", "persistent", "per_step")
+                             if kernels_for(count, hidden, batch, dtype, path).kind == path]
+                    if len(paths) < 2:
+                        continue
+                    x = cupy.asarray(np.random.default_rng(0).standard_normal((steps, batch, INPUT_SIZE)).astype(dtype))
+                    calls = {path: _cuda_call(x, params, CudaLoop(path)) for path in paths}
+                    seconds = _alternating_medians(calls, budget, synchronize=synchronize)
                     path = min(seconds, key=seconds.__getitem__)
                     if progress is not None:
-                        progress(f"cuda {dtype} D={count} H={hidden} B={batch}: {path}")
+                        progress(f"cuda {dtype} D={count} H={hidden} B={batch}: {path} ("
+                                 + ", ".join(f"{k} {v * 1e3:.3f} ms" for k, v in seconds.items()) + ")")
                     choices.append(CudaChoice(device, dtype, count, batch, hidden, path))
     return tuple(choices)
 

@@ -38,16 +38,57 @@ def test_cuda_source_compiles_without_warnings(source: str, arch: str, tmp_path:
 def test_cuda_sources_compile_with_nvrtc_as_cupy_will() -> None:
     """NVRTC (CuPy's run-time compiler) with the name expressions CuPy instantiates; needs libnvrtc."""
     tool = Path(__file__).resolve().parents[1] / "tools" / "nvrtc_check.py"
-    sys.path.insert(0, str(tool.parent))
-    try:
-        import nvrtc_check
-    finally:
-        sys.path.pop(0)
+    nvrtc_check = _tool("nvrtc_check")
     if nvrtc_check.find_nvrtc() is None:
         pytest.skip("libnvrtc is not installed (pip install nvidia-cuda-nvrtc)")
     result = subprocess.run([sys.executable, str(tool)], capture_output=True, text=True, check=False)
     assert result.returncode == 0, result.stdout + result.stderr
-    assert result.stdout.count("ok ") == 4 and "FAIL" not in result.stdout, result.stdout
+    assert result.stdout.count("ok ") == 6 and "FAIL" not in result.stdout, result.stdout  # 3 sources x 2 archs
+
+
+def _tool(name: str) -> Any:
+    tools = Path(__file__).resolve().parents[1] / "tools"
+    sys.path.insert(0, str(tools))
+    try:
+        return __import__(name)
+    finally:
+        sys.path.pop(0)
+
+
+@pytest.mark.parametrize("source", sorted(p.name for p in CUDA_DIR.glob("*.cu")))
+def test_no_kernel_spills_or_keeps_a_stack_frame(source: str) -> None:
+    """ptxas -v on sm_90: every instance keeps its arrays in registers (a stack frame or spills would put W_hh's
+    registers or the tiles' accumulators in local memory), and the register kernels use no more registers than
+    the occupancy model of _launch.register_plan assumes."""
+    if shutil.which("nvcc") is None:
+        pytest.skip("nvcc is not installed")
+    report = _tool("ptxas_report").compile_report(CUDA_DIR / source, "sm_90")
+    assert report, "ptxas reported no kernel"
+    for r in report:
+        assert (r.stack_bytes, r.spill_stores, r.spill_loads) == (0, 0, 0), r
+    if source == "rnn_registers.cu":
+        assert len(report) == 2 * len(_launch.REGISTERS)
+        for r in report:
+            columns, batch_tile = (int(n) for n in r.kernel.rstrip(">").split(", ")[1:])
+            assert r.registers <= _launch.REGISTERS[(columns, batch_tile)], r
+
+
+def test_register_plan_at_the_issue_sizes() -> None:
+    """H=128: one block of 128 threads a sample group, all 128 weights of a unit in registers, a wave at B=256;
+    H=256 keeps half of its columns in shared memory; past 256, no plan."""
+    one = _launch.register_plan(**H100, directions=1, hidden=128, batch=1)
+    assert one is not None and (one.columns, one.batch_tile, one.threads, one.grid) == (128, 1, 128, 1)
+    assert 0.1 < one.step_us < 0.3
+    wide = _launch.register_plan(**H100, directions=1, hidden=128, batch=256)
+    assert wide is not None and wide.grid <= H100["sm_count"] * wide.blocks_per_sm
+    largest = _launch.register_plan(**H100, directions=2, hidden=256, batch=64)
+    assert largest is not None and largest.columns == 128 and largest.shared_bytes >= 128 * 256 * 4
+    assert _launch.register_plan(**H100, directions=1, hidden=257, batch=1) is None
+    for hidden in (1, 31, 32, 33, 64, 65, 127, 128, 129, 255, 256):
+        plan = _launch.register_plan(**H100, directions=2, hidden=hidden, batch=37)
+        assert plan is not None and plan.threads >= hidden and plan.threads % 32 == 0 and plan.threads <= 256
+        assert plan.groups * plan.batch_tile >= 37 > (plan.groups - 1) * plan.batch_tile
+        assert plan.columns == _launch.register_columns(hidden) and plan.shared_bytes <= H100["shared_optin"]
 
 
 def test_persistent_plan_fits_the_design_sizes_on_an_h100() -> None:
@@ -80,6 +121,20 @@ def test_choose_plan_leaves_broadcast_bound_sizes_to_the_per_step_path() -> None
     assert _launch.persistent_plan(**common, hidden=2048, batch=256) is not None
     chosen = _launch.choose_plan(**common, hidden=1024, batch=64)
     assert chosen is not None and chosen.step_us < _launch.per_step_path_us(directions=1, hidden=1024, batch=64, itemsize=4)
+
+
+def test_choose_plan_at_the_sizes_past_the_persistent_kernels() -> None:
+    """The per-step path where W_hh does not fit on chip (H=4096) and where every slice would re-read a large state
+    (H=2048, B>=64); the persistent kernels where they measured faster on an H100 (H=2048 at B<=8, H=1024 at B=64).
+    The per-step estimates are the predictions tools/gpu_session.sh checks: ~12 us a step of host time, or the GPU's
+    GEMM and W_hh read where longer."""
+    common = dict(**H100, directions=1, itemsize=4)
+    for hidden, batch in ((4096, 1), (4096, 64), (2048, 64), (2048, 256)):
+        assert _launch.choose_plan(**common, hidden=hidden, batch=batch) is None, (hidden, batch)
+    for hidden, batch in ((2048, 1), (2048, 8), (1024, 64), (512, 256)):
+        assert _launch.choose_plan(**common, hidden=hidden, batch=batch) is not None, (hidden, batch)
+    assert _launch.per_step_path_us(directions=1, hidden=4096, batch=1, itemsize=4) == pytest.approx(26.2, abs=0.1)
+    assert _launch.per_step_path_us(directions=1, hidden=2048, batch=64, itemsize=4) == pytest.approx(22.0, abs=0.1)
 
 
 def test_shared_bytes_counts_every_buffer() -> None:
@@ -344,3 +399,61 @@ def test_truncated_bptt_on_cupy_falls_back_to_the_generic_loop() -> None:
     for name in expected[2]:
         assert_close(got[2][name], expected[2][name], rtol=1e-12)
 
+
+
+@pytest.mark.gpu
+def test_cupy_lengths_are_taken_without_a_read_back() -> None:
+    """A CuPy lengths array gives what the same lengths as a list give; a length outside [1, T] makes its sample NaN
+    (the kernels check it: it is not read back to the host)."""
+    import cupy
+
+    from rnn_xp.functional import rnn_backward, rnn_forward
+
+    rng = np.random.default_rng(3)
+    params = {k: cupy.asarray(v) for k, v in random_params(rng, input_size=3, hidden_size=48, bidirectional=True,
+                                                          dtype="float32").items()}
+    x = cupy.asarray(rng.standard_normal((6, 4, 3)).astype(np.float32))
+    grad_out = cupy.asarray(rng.standard_normal((6, 4, 96)).astype(np.float32))
+    results = []
+    for lengths in ([6, 2, 5, 1], cupy.asarray(np.array([6, 2, 5, 1], dtype=np.int64))):
+        out, h_n, cache = rnn_forward(x, params, lengths=lengths)
+        grad_x, grad_h0, _ = rnn_backward(cache, grad_out)
+        results.append([cupy.asnumpy(a) for a in (out, h_n, grad_x, grad_h0)])
+    for a, b in zip(*results, strict=True):
+        np.testing.assert_array_equal(a, b)
+    out, h_n, cache = rnn_forward(x, params, lengths=cupy.asarray(np.array([6, 0, 7, 1], dtype=np.int32)))
+    grad_x, _, _ = rnn_backward(cache, grad_out)
+    for array in (out, h_n, grad_x):
+        host = cupy.asnumpy(array)
+        assert np.all(np.isnan(host[:, [1, 2]])) and np.all(np.isfinite(host[:, [0, 3]]))
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("hidden", [1, 31, 33, 127, 128, 129, 255, 256])
+@pytest.mark.parametrize("batch", [1, 7, 300])
+@pytest.mark.parametrize("bidirectional", [False, True])
+def test_register_kernels_at_odd_and_limit_sizes(hidden: int, batch: int, bidirectional: bool) -> None:
+    """The float32 register kernels (hidden <= 256), against the NumPy path in float32, lengths and h0 included;
+    B=300 runs more blocks than fit at once at some sizes (waves)."""
+    from rnn_xp.cuda import recurrence
+
+    assert recurrence.kernels_for(2 if bidirectional else 1, hidden, batch, "float32").kind == "registers"
+    _compare_sizes(5, batch, hidden, bidirectional=bidirectional, dtype="float32", rtol=2e-5,
+                   nonlinearity="relu" if hidden % 2 else "tanh")
+
+
+@pytest.mark.gpu
+def test_register_kernels_are_deterministic() -> None:
+    import cupy
+
+    import rnn_xp
+
+    rnn = rnn_xp.RNN(32, 128, num_layers=2, bidirectional=True, device="cuda", seed=0)
+    x = cupy.asarray(np.random.default_rng(0).standard_normal((64, 40, 32)).astype(np.float32))
+    runs = []
+    for _ in range(2):
+        out, h_n = rnn(x, lengths=list(range(25, 65)))
+        grad_x, grad_h0 = rnn.backward(cupy.ones_like(out), cupy.ones_like(h_n))
+        runs.append([cupy.asnumpy(a) for a in (out, h_n, grad_x, grad_h0, *rnn.grads.values())])
+    for a, b in zip(*runs, strict=True):
+        np.testing.assert_array_equal(a, b)

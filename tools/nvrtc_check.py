@@ -18,17 +18,31 @@ from pathlib import Path
 
 CUDA_DIR = Path(__file__).resolve().parents[1] / "rnn_xp" / "cuda"
 sys.path.insert(0, str(CUDA_DIR.parents[1]))
-from rnn_xp.cuda._launch import LANE_SPLITS, LANE_TILES  # noqa: E402
+from rnn_xp.cuda._launch import (  # noqa: E402
+    LANE_SPLITS,
+    LANE_TILES,
+    REGISTER_BATCH_TILES,
+    REGISTER_COLUMNS,
+)
 
-# Every (TB, LB) pair the launch plans can pick, for both kernels.
+# Every instance the launch plans can pick: (TB, LB) pairs of the persistent kernels in both types, (KR, BG) pairs of
+# the register kernels in float.
 _PERSISTENT_ARGS = [f"{tb}, {lb}" for tb in LANE_TILES for lb in LANE_SPLITS]
 SOURCES = {
     "rnn_persistent.cu": [
-        f"{kernel}<{{ctype}}, {args}>"
+        f"{kernel}<{ctype}, {args}>"
         for kernel in ("rnn_forward_persistent", "rnn_backward_persistent")
         for args in _PERSISTENT_ARGS
+        for ctype in ("float", "double")
     ],
-    "rnn_step.cu": ["rnn_forward_step<{ctype}>", "rnn_backward_step<{ctype}>"],
+    "rnn_registers.cu": [
+        f"{kernel}<float, {columns}, {tile}>"
+        for kernel in ("rnn_forward_registers", "rnn_backward_registers")
+        for columns in REGISTER_COLUMNS
+        for tile in REGISTER_BATCH_TILES
+    ],
+    "rnn_step.cu": [f"{kernel}<{ctype}>" for kernel in ("rnn_forward_step", "rnn_backward_step")
+                    for ctype in ("float", "double")],
 }
 
 
@@ -49,8 +63,7 @@ def compile_source(lib: ctypes.CDLL, source: str, kernels: list[str], arch: str)
     if status != 0:
         return False, f"nvrtcCreateProgram failed ({status})"
     for kernel in kernels:
-        for ctype in ("float", "double"):
-            lib.nvrtcAddNameExpression(program, kernel.format(ctype=ctype).encode())
+        lib.nvrtcAddNameExpression(program, kernel.encode())
     include = "/usr/local/cuda/include"
     options = [b"-std=c++17", f"-I{CUDA_DIR}".encode(), f"--gpu-architecture={arch}".encode(), b"-default-device"]
     # CuPy puts the CUDA headers and its bundled CCCL (libcu++) on NVRTC's include path; do the same.

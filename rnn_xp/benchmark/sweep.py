@@ -2,8 +2,10 @@
 
 Every implementation of a row gets the same weights and input; a peer's output is checked against rnn_xp's
 before its time counts. Timings alternate between implementations in blocks (see
-:func:`rnn_xp.benchmark.timing.measure_alternating`); GPU timings use CUDA events after a warm-up. Ctrl-C stops
-the sweep and keeps every finished row.
+:func:`rnn_xp.benchmark.timing.measure_alternating`); GPU timings use CUDA events after a warm-up. With several
+devices, each case is measured on every device before the next case, so that the GPU/CPU ratio of a row
+(rnn_xp's CPU time over its GPU time, ``gpu_over_cpu``) exists for every case finished. Ctrl-C stops the sweep and
+keeps every finished row.
 """
 
 from __future__ import annotations
@@ -28,8 +30,8 @@ PEERS_BY_DEVICE = {"cpu": ("torch", "onnxruntime", "jax", "numpy-loop"), "cuda":
 ALL_PEERS = ("torch", "onnxruntime", "jax", "numpy-loop", "torch-cudnn", "rnn_xp-generic")
 QUICK = {"seq_lens": (16, 64, 256), "batches": (1, 16, 64), "hidden": (64, 256)}
 FULL = {"seq_lens": (64, 256, 1024), "batches": (1, 8, 64, 256), "hidden": (128, 512, 1024)}
-# Rows the full GPU sweep adds to the grid: stacked, bidirectional and variable-length layers, and hidden sizes past
-# the persistent kernel's on-chip limit.
+# Rows the full sweep adds to the grid where it times a GPU (on the CPU too, for the GPU/CPU column): stacked,
+# bidirectional and variable-length layers, and hidden sizes past the persistent kernel's on-chip limit.
 CUDA_EXTRA = tuple(
     [Case(256, b, 64, 512, num_layers=2) for b in (8, 64)]
     + [Case(256, b, 64, 512, bidirectional=True) for b in (8, 64)]
@@ -123,31 +125,31 @@ def run_sweep(
     }
     total = len(config.cases()) * len(config.devices) * len(config.directions)
     progress = make_progress(total, use_tqdm=progress_bar)
+    measured: dict[str, tuple[list[Peer], GemmPeak]] = {}
     try:
         for device in config.devices:
             peers = _available_peers(config, device, result["missing_peers"])
-            if not peers:
-                continue
-            peak = GemmPeak(device, config.dtype)
-            try:
-                peak.sample(PEAK_ROUNDS_FIRST)
-                for case in config.cases():
-                    progress.start(f"{device} {case.label}")
-                    for row in _measure_case(config, device, case, peers, peak.best):
-                        result["rows"].append(row)
-                        if on_row is not None:
-                            on_row(row)
-                        progress.advance()
-                    peak.sample(PEAK_ROUNDS_BETWEEN)
-            finally:
-                if peak.count:
-                    result["gemm_peak_gflops"][device] = peak.best
-                    result["gemm_peak"][device] = peak.summary()
-                    _set_fraction_of_peak(result["rows"], device, peak.best)
+            if peers:
+                measured[device] = (peers, GemmPeak(device, config.dtype))
+                measured[device][1].sample(PEAK_ROUNDS_FIRST)
+        for case in config.cases():
+            for device, (peers, peak) in measured.items():
+                progress.start(f"{device} {case.label}")
+                for row in _measure_case(config, device, case, peers, peak.best):
+                    result["rows"].append(row)
+                    if on_row is not None:
+                        on_row(row)
+                    progress.advance()
+                peak.sample(PEAK_ROUNDS_BETWEEN)
     except KeyboardInterrupt:
         result["interrupted"] = True
     finally:
         progress.close()
+        for device, (_, peak) in measured.items():
+            if peak.count:
+                result["gemm_peak_gflops"][device] = peak.best
+                result["gemm_peak"][device] = peak.summary()
+                _set_fraction_of_peak(result["rows"], device, peak.best)
     _add_gpu_over_cpu(result["rows"])
     result["elapsed_s"] = time.perf_counter() - started
     result["load_average"]["after"] = _load_average()

@@ -10,12 +10,15 @@ from typing import Any
 SOURCE_DIR = Path(__file__).resolve().parent
 
 SOURCES = {
+    "rnn_forward_registers": "rnn_registers.cu",
+    "rnn_backward_registers": "rnn_registers.cu",
     "rnn_forward_persistent": "rnn_persistent.cu",
     "rnn_backward_persistent": "rnn_persistent.cu",
     "rnn_forward_step": "rnn_step.cu",
     "rnn_backward_step": "rnn_step.cu",
 }
 PERSISTENT_KERNELS = ("rnn_forward_persistent", "rnn_backward_persistent")
+REGISTER_KERNELS = ("rnn_forward_registers", "rnn_backward_registers")
 TYPES = {"float32": "float", "float64": "double"}
 
 

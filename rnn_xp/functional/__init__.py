@@ -39,6 +39,7 @@ from rnn_xp._checks import (
     check_call,
     check_dropout,
     check_grad,
+    check_length_values,
     check_loop,
     check_nonlinearity,
     check_plain_array,
@@ -80,8 +81,10 @@ def rnn_forward(
     lengths : sequence of int, or integer array of any namespace and device, shape (B,), optional
         Each sequence's length in [1, T], as ``pack_padded_sequence`` takes them: outputs past a sequence's end
         are zero, h_n holds each sequence's state at its own last step, and the reverse direction starts there.
-        The values are checked on the host; with JAX arrays, lengths traced under ``jax.jit``/``vmap`` are taken
-        too, their values clipped to [0, T] instead (0: an empty sequence; :mod:`rnn_xp.loops.jax_scan`).
+        The values are checked on the host, except in two cases that cannot be read there: with JAX arrays,
+        lengths traced under ``jax.jit``/``vmap`` are clipped to [0, T] instead (0: an empty sequence;
+        :mod:`rnn_xp.loops.jax_scan`); a CuPy array on the CUDA kernels is not read back (that would wait for the
+        GPU), and a length outside [1, T] makes that sequence's outputs, h_n and gradients NaN instead of raising.
     nonlinearity : {"tanh", "relu"}
     batch_first : bool
         x and the output are (B, T, ·); h0 and h_n are not affected.
@@ -158,6 +161,8 @@ def run_forward(
     h0 = None if call.h0 is None else caller.state_in(call.h0)
     time_loop = choose_loop(xp, loop=loop, dtype=_dtype_name(id(type(call.x.dtype)), call.x.dtype), batch=call.batch,
                             hidden=layout.hidden_size, directions=layout.num_directions)
+    if not call.lengths_checked and not getattr(time_loop, "CHECKS_LENGTHS", False):
+        check_length_values(call.lengths, call.num_steps)
     out, h_n, cache = _core.forward(xp, time_loop, x, params, layout, h0, call.lengths, nonlinearity, masks, caller)
     return caller.sequence_out(xp, out), caller.state_out(h_n), cache
 

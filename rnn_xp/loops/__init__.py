@@ -12,6 +12,10 @@
 Which one runs is decided once per call by :func:`rnn_xp._plan.choose_loop`; the forward's cache keeps it for
 the backward. A loop receives one argument object per layer call (:class:`LayerForward`, :class:`LayerBackward`)
 and imports nothing from another loop.
+
+A loop may also offer the optional hooks ``forward_layer_into`` and ``backward_layer_into`` (see :class:`TimeLoop`):
+the functional core then hands it destinations to fill instead of assembling the layer's output, h_n and grad_h0
+itself, which on a GPU saves the launches and allocations of those copies (the CUDA loop has them).
 """
 
 from __future__ import annotations
@@ -72,6 +76,49 @@ class LayerBackward:
         return int(num_steps), int(batch), int(hidden)
 
 
+@dataclass(frozen=True)
+class LayerForwardInto:
+    """The argument of the optional hook ``forward_layer_into``: one layer's forward with its destinations.
+
+    As :class:`LayerForward`, except: biases_ih[d] and biases_hh[d] : (H,) or None, kept apart (the loop adds both);
+    h0s[d] : (B, H), or None for zeros; out : (T, B, D*H), to fill with the layer's output (direction d in columns
+    [d*H, (d+1)*H), zero past each sample's length); h_n : (L*D, B, H), whose row ``first + d`` to fill with
+    direction d's last state (each sample's state at its own last step).
+    """
+
+    projections: list[Any]
+    biases_ih: list[Any | None]
+    biases_hh: list[Any | None]
+    weights_hh: list[Any]
+    h0s: list[Any | None]
+    lengths: Any | None
+    nonlinearity: str
+    out: Any
+    h_n: Any
+    first: int
+
+
+@dataclass(frozen=True)
+class LayerBackwardInto:
+    """The argument of the optional hook ``backward_layer_into``: one layer's backward with its destination.
+
+    As :class:`LayerBackward` (never truncated), except: grad_output : (T, B, D*H) or None (zeros), direction d's
+    gradient in columns [d*H, (d+1)*H); grad_h_ns[d] : (B, H) or None (zeros); grad_h0 : (L*D, B, H), whose row
+    ``first + d`` to fill with direction d's gradient with respect to its initial state; grad_bias : (D, H) or None,
+    whose row d to fill, where given, with the sum of grad_preacts[d] over steps and samples (the bias gradient).
+    """
+
+    grad_output: Any | None
+    states: list[Any]
+    weights_hh: list[Any]
+    grad_h_ns: list[Any | None]
+    lengths: Any | None
+    nonlinearity: str
+    grad_h0: Any
+    first: int
+    grad_bias: Any | None = None
+
+
 class TimeLoop(Protocol):
     """The interface every loop implements.
 
@@ -82,6 +129,15 @@ class TimeLoop(Protocol):
     with respect to each step's pre-activation (zero on padding), and grad_h0s[d] (B, H).
 
     ``TRUNCATES``: whether ``backward_layer`` accepts ``truncate = k`` (see :mod:`rnn_xp.loops.generic`).
+
+    Optional hooks (a loop without them is driven through the two methods above):
+
+    ``forward_layer_into(xp, layer: LayerForwardInto) -> (states, previous)``: as ``forward_layer``, and also fills
+    ``layer.out`` and ``layer.h_n``; previous[d] (T, B, H) is the state before each step (h0, or zeros, at the
+    first visited step), so that the weight gradient of W_hh is one matmul.
+
+    ``backward_layer_into(xp, layer: LayerBackwardInto) -> grad_preacts``: as ``backward_layer`` (untruncated), and
+    fills ``layer.grad_h0`` instead of returning grad_h0s.
     """
 
     TRUNCATES: bool

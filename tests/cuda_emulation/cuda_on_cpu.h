@@ -270,6 +270,14 @@ inline unsigned int atomicAdd(unsigned int* address, unsigned int value) {
     return old;
 }
 
+inline unsigned int atomicExch(unsigned int* address, unsigned int value) {
+    const unsigned int old = *address;
+    *address = value;
+    ::emu::self().state = ::emu::State::kPolling;
+    ::emu::yield();
+    return old;
+}
+
 template <typename T>
 inline T __ldcg(const T* address) {
     return *address;

@@ -2,7 +2,7 @@
 
 ``kernel(name, dtype, template_args)`` has the call shape of :func:`rnn_xp.cuda._module.kernel`: the object it
 returns is called as ``function(grid, block, args, shared_mem=...)`` with NumPy arrays and ``numpy.int32`` /
-``numpy.uint32`` scalars, and checks each argument's kind against the kernel's C++ signature (a pointer where an
+``numpy.uint32`` scalars (``None`` for a null pointer), and checks each argument's kind against the kernel's C++ signature (a pointer where an
 int is expected, or a Python int where CuPy would pass a 64-bit value, is an error here, as it is a silent bug on a
 GPU). The library is built on first use into a cache keyed by the content of every source involved.
 """
@@ -39,8 +39,14 @@ def instances() -> dict[str, list[tuple[str, str, tuple[int, ...]]]]:
         for tile in _launch.LANE_TILES
         for split in _launch.LANE_SPLITS
     ]
+    registers = [
+        (name, "float", (columns, tile))
+        for name in _module.REGISTER_KERNELS
+        for columns in _launch.REGISTER_COLUMNS
+        for tile in _launch.REGISTER_BATCH_TILES
+    ]
     step = [(name, ctype, ()) for name in ("rnn_forward_step", "rnn_backward_step") for ctype in CTYPES.values()]
-    return {"rnn_persistent.cu": persistent, "rnn_step.cu": step}
+    return {"rnn_persistent.cu": persistent, "rnn_registers.cu": registers, "rnn_step.cu": step}
 
 
 def symbol(name: str, ctype: str, template_args: tuple[int, ...]) -> str:
@@ -157,8 +163,10 @@ class EmulatedKernel:
     def _holder(self, index: int, kind: str, value: Any) -> Any:
         where = f"{self.name} argument {index}"
         if kind == "p":
+            if value is None:  # CuPy passes None as a null pointer
+                return ctypes.c_void_p(None)
             if not isinstance(value, np.ndarray) or not value.flags.c_contiguous:
-                msg = f"{where} must be a C-contiguous array; got {type(value).__name__}"
+                msg = f"{where} must be a C-contiguous array or None; got {type(value).__name__}"
                 raise TypeError(msg)
             return ctypes.c_void_p(value.ctypes.data)
         expected = {"i": np.int32, "u": np.uint32}[kind]
