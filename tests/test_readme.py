@@ -85,7 +85,7 @@ def test_the_parser_reads_markers_and_expected_output() -> None:
     assert (second.code, second.requires, second.prints) == ("import os\n", (), None)
 
 
-DOCUMENTED = ["rnn_xp.training", "rnn_xp.training.models", "rnn_xp.functional", "rnn_xp.layer"]
+DOCUMENTED = ["rnn_xp.training", "rnn_xp.training.models", "rnn_xp.functional", "rnn_xp.layer", "rnn_xp.torch"]
 
 
 @pytest.mark.parametrize("module_name", DOCUMENTED)
