@@ -2,23 +2,27 @@
 
 The model: RNN (one layer, tanh; bidirectional where the row says) + Linear(D*H, 1) on every step, MSE loss, Adam;
 a step is forward, loss, backward and ``optimizer.step()``. Both models start from the same weights and train on the
-same batch; before timing, one step of each is checked against the other (loss and every gradient, float32). The rows
-are ``bench/cpu_vs_peers.py``'s CASES, float32. The two steps alternate in blocks in one process
-(:func:`rnn_xp.benchmark.timing.measure_alternating`), and the whole table is measured ``--repeats`` times: each
-ratio (rnn_xp step / torch step, below 1: rnn_xp faster) is reported as the median over the repeats with its
-range, next to the p25-p75 of the step times.
+same batch; before timing, one step of each is checked against the other (every gradient, float32). The rows are
+``bench/cpu_vs_peers.py``'s CASES, float32. In each timing process the two steps alternate in blocks
+(:func:`rnn_xp.benchmark.timing.measure_alternating`); ratio = rnn_xp step / torch step (below 1: rnn_xp faster).
+
+Two environments, each in processes of its own, taking turns ``--repeats`` times: the environment as it is, and
+``OMP_WAIT_POLICY=PASSIVE``. In one process torch's OpenMP workers and NumPy's OpenBLAS workers both spin between
+their parallel regions, and on a machine with few cores each pool's spinning takes the CPU the other's next region
+needs (bench/results/amd-epyc-torch-module-step.md: on the 2-core development machine an rnn_xp step at T=100, B=1,
+H=128 took 8.0 ms in the default environment and 1.4 ms in the passive one). PASSIVE makes torch's workers sleep,
+which speeds rnn_xp's step and slows torch.nn.RNN's, so the table also pairs rnn_xp (passive) with torch (default):
+each in its faster setting.
 
 The boundary column measures what the module costs over rnn_xp's own functional entry: the module's forward and
 backward (``out.backward(g)``) against ``rnn_forward`` + ``rnn_backward`` on NumPy arrays of the same data, timed
 alternating in the same way.
 
-Threads: torch gets as many as NumPy's BLAS, every core unless ``OPENBLAS_NUM_THREADS`` says otherwise (one thread
-each is the control run where both thread pools would otherwise fight over a busy machine's cores). Writes
-<out>/<cpu>-torch-module-step.json and .md, with ``-threads<N>`` in the name when OPENBLAS_NUM_THREADS is set
-(default out: bench/runs, which git ignores; the project's runs are in bench/results/):
+Threads: torch gets as many as NumPy's BLAS, every core unless ``OPENBLAS_NUM_THREADS`` says otherwise. Writes
+<out>/<cpu>-torch-module-step.json and .md (``-threads<N>`` in the name when OPENBLAS_NUM_THREADS is set; default
+out: bench/runs, which git ignores; the project's run is in bench/results/):
 
-    python bench/torch_module_step.py [--out bench/runs] [--max-seconds 1] [--repeats 3]
-    OPENBLAS_NUM_THREADS=1 python bench/torch_module_step.py
+    python bench/torch_module_step.py [--out bench/runs] [--max-seconds 1] [--repeats 3] [--rows LABEL ...]
 """
 
 from __future__ import annotations
@@ -28,6 +32,9 @@ import json
 import math
 import os
 import statistics
+import subprocess
+import sys
+import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -142,37 +149,90 @@ def geometric_mean(values: list[float]) -> float:
     return math.exp(sum(map(math.log, values)) / len(values))
 
 
+def measure_table(cases: list[Case], max_seconds: float) -> dict[str, Any]:
+    """Every row, in this process and its environment."""
+    blas_threads = os.environ.get("OPENBLAS_NUM_THREADS")
+    threads = int(blas_threads) if blas_threads else os.cpu_count() or 1
+    torch.set_num_threads(threads)
+    load_before = os.getloadavg()[0]  # other processes on the machine: the timings are only as quiet as it was
+    rows = []
+    for case in cases:
+        row = measure_row(case, max_seconds)
+        rows.append(row)
+        print(f"  {case.label}: ratio {row['ratio']:.2f}, boundary {row['boundary_ratio']:.2f}", flush=True)
+    return {"threads": threads, "environment": {name: os.environ.get(name) for name in ENVIRONMENT_VARIABLES},
+            "load_average_1min": [load_before, os.getloadavg()[0]], "rows": rows}
+
+
+ENVIRONMENTS = {"default": None, "passive": "PASSIVE"}  # OMP_WAIT_POLICY in the timing process
+ENVIRONMENT_VARIABLES = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "OMP_WAIT_POLICY")
+
+
+def run_child(environment: str, arguments: list[str], workdir: Path) -> dict[str, Any]:
+    env = dict(os.environ)
+    env.pop("OMP_WAIT_POLICY", None)
+    if ENVIRONMENTS[environment] is not None:
+        env["OMP_WAIT_POLICY"] = str(ENVIRONMENTS[environment])
+    path = workdir / f"{environment}.json"
+    subprocess.run([sys.executable, __file__, "--child", "--json", str(path), *arguments], check=True, env=env)
+    return dict(json.loads(path.read_text()))
+
+
+def ratios_by_repeat(runs: dict[str, list[dict[str, Any]]], column: str) -> list[list[float]]:
+    """ratios[repeat][row] of a column: an environment's own ratio, or "best" (rnn_xp in the passive process over
+    torch in the default one of the same repeat)."""
+    if column != "best":
+        return [[row["ratio"] for row in table["rows"]] for table in runs[column]]
+    return [[ours["step"]["rnn_xp"]["median_s"] / theirs["step"]["torch"]["median_s"]
+             for ours, theirs in zip(passive["rows"], default["rows"], strict=True)]
+            for passive, default in zip(runs["passive"], runs["default"], strict=True)]
+
+
+def ratio_cell(values: list[float]) -> str:
+    ratio = statistics.median(values)
+    text = f"**{ratio:.2f}**" if ratio > 0.6 else f"{ratio:.2f}"
+    return f"{text} [{min(values):.2f}-{max(values):.2f}]"
+
+
 def markdown(result: dict[str, Any]) -> str:
-    repeats = result["runs"]
+    runs = result["runs"]  # runs[environment][repeat]: one table
+    first = runs["default"][0]
+    loads = [load for tables in runs.values() for table in tables for load in table["load_average_1min"]]
     lines = [
-        f"{result['cpu']} ({result['threads']} threads, {result['blas']}); torch {result['torch']}; float32; "
-        f"{len(repeats)} repeats of the table, each step timed alternating in one process", "",
-        "Training step (RNN + Linear head, MSE, Adam): ratio = rnn_xp.torch.RNN step / torch.nn.RNN step (below 1: "
-        "rnn_xp faster; **bold**: above the issue's 0.6), median over the repeats [min-max]; step times of the last "
-        "repeat, median (p25-p75). Boundary = the module's forward+backward / rnn_xp.functional's on NumPy views of "
-        "the same data (median over the repeats).", "",
-        "| T, B, I, H | dirs | loop | rnn_xp step ms | torch step ms | ratio [range] | boundary |",
-        "|---|---|---|---:|---:|---:|---:|",
+        f"{result['cpu']} ({first['threads']} threads for torch and NumPy's BLAS, {result['blas']}); torch "
+        f"{result['torch']}; float32; {result['repeats']} repeats of the table per environment, each in a process of "
+        "its own, the environments taking turns; in each process the two steps alternate in blocks. Load average "
+        f"(1 min) at the start and end of the timing processes: {min(loads):.2f}-{max(loads):.2f}.", "",
+        "Training step (RNN + Linear head, MSE, Adam). Ratio = rnn_xp.torch.RNN step / torch.nn.RNN step (below 1: "
+        "rnn_xp faster; **bold**: above the issue's 0.6): median over the repeats [min-max]. Step times: median over "
+        "the repeats of each repeat's median, ms. *default*: the environment as it is; *passive*: "
+        "`OMP_WAIT_POLICY=PASSIVE` (torch's OpenMP workers sleep instead of spinning between parallel regions). "
+        "*best*: rnn_xp passive / torch default, each in its faster environment, repeat by repeat. Boundary = the "
+        "module's forward+backward / rnn_xp.functional's on NumPy views of the same data, passive.", "",
+        "| T, B, I, H | dirs | loop | default: rnn_xp | torch | ratio | passive: rnn_xp | torch | ratio | best ratio "
+        "| boundary |",
+        "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
-    medians = []
-    for index, row in enumerate(repeats[-1]):
+    columns = ("default", "passive", "best")
+    ratios = {column: ratios_by_repeat(runs, column) for column in columns}
+    for index, row in enumerate(first["rows"]):
         case = row["case"]
-        ratios = [run[index]["ratio"] for run in repeats]
-        ratio = statistics.median(ratios)
-        medians.append(ratio)
-        boundary = statistics.median(run[index]["boundary_ratio"] for run in repeats)
-        ours, theirs = row["step"]["rnn_xp"], row["step"]["torch"]
-        cell = f"**{ratio:.2f}**" if ratio > 0.6 else f"{ratio:.2f}"
-        lines.append(
-            f"| {case['seq_len']}, {case['batch']}, {case['input_size']}, {case['hidden']} | "
-            f"{'bi' if case['bidirectional'] else 'uni'} | {row['loop']} | "
-            f"{ours['median_s'] * 1e3:.3f} ({ours['p25_s'] * 1e3:.3f}-{ours['p75_s'] * 1e3:.3f}) | "
-            f"{theirs['median_s'] * 1e3:.3f} ({theirs['p25_s'] * 1e3:.3f}-{theirs['p75_s'] * 1e3:.3f}) | "
-            f"{cell} [{min(ratios):.2f}-{max(ratios):.2f}] | {boundary:.2f} |"
-        )
-    per_repeat = [geometric_mean([row["ratio"] for row in run]) for run in repeats]
-    lines.append(f"| **geometric mean** | | | | | {geometric_mean(medians):.2f} "
-                 f"[{min(per_repeat):.2f}-{max(per_repeat):.2f}] | |")
+        cells = [f"{case['seq_len']}, {case['batch']}, {case['input_size']}, {case['hidden']}",
+                 "bi" if case["bidirectional"] else "uni", row["loop"]]
+        for environment in ENVIRONMENTS:
+            steps = [table["rows"][index]["step"] for table in runs[environment]]
+            cells += [f"{statistics.median(step[name]['median_s'] for step in steps) * 1e3:.3f}"
+                      for name in ("rnn_xp", "torch")]
+            cells.append(ratio_cell([repeat[index] for repeat in ratios[environment]]))
+        cells.append(ratio_cell([repeat[index] for repeat in ratios["best"]]))
+        cells.append(f"{statistics.median(table['rows'][index]['boundary_ratio'] for table in runs['passive']):.2f}")
+        lines.append("| " + " | ".join(cells) + " |")
+    means = {}
+    for column in columns:
+        per_row = [statistics.median(values) for values in zip(*ratios[column], strict=True)]
+        per_repeat = [geometric_mean(repeat) for repeat in ratios[column]]
+        means[column] = f"{geometric_mean(per_row):.2f} [{min(per_repeat):.2f}-{max(per_repeat):.2f}]"
+    lines.append(f"| **geometric mean** | | | | | {means['default']} | | | {means['passive']} | {means['best']} | |")
     return "\n".join(lines) + "\n"
 
 
@@ -180,34 +240,40 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, default=Path("bench/runs"))
     parser.add_argument("--max-seconds", type=float, default=1.0, help="timing budget per model, row and repeat")
-    parser.add_argument("--repeats", type=int, default=3, help="how many times the whole table is measured")
+    parser.add_argument("--repeats", type=int, default=3, help="how many times the table is measured per environment")
+    parser.add_argument("--rows", nargs="+", metavar="LABEL", help="only these rows (labels such as T100-B1-I32-H128)")
+    parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)  # one timing process
+    parser.add_argument("--json", type=Path, help=argparse.SUPPRESS)  # where it writes its table
     args = parser.parse_args()
-    blas_threads = os.environ.get("OPENBLAS_NUM_THREADS")
-    threads = int(blas_threads) if blas_threads else os.cpu_count() or 1
-    torch.set_num_threads(threads)  # as many threads as NumPy's BLAS takes
-    runs = []
-    for repeat in range(args.repeats):
-        rows = []
-        for case in CASES:
-            row = measure_row(case, args.max_seconds)
-            rows.append(row)
-            print(f"repeat {repeat + 1}/{args.repeats} {case.label}: ratio {row['ratio']:.2f}, "
-                  f"boundary {row['boundary_ratio']:.2f}", flush=True)
-        runs.append(rows)
+    cases = [case for case in CASES if args.rows is None or case.label in args.rows]
+    if not cases:
+        parser.error(f"--rows: expected labels among {[case.label for case in CASES]}; got {args.rows}")
+    if args.child:
+        args.json.write_text(json.dumps(measure_table(cases, args.max_seconds)))
+        return
+    arguments = ["--max-seconds", str(args.max_seconds), *(["--rows", *args.rows] if args.rows else [])]
+    runs: dict[str, list[dict[str, Any]]] = {name: [] for name in ENVIRONMENTS}
+    with tempfile.TemporaryDirectory() as workdir:
+        for repeat in range(args.repeats):
+            for environment in ENVIRONMENTS:
+                print(f"repeat {repeat + 1}/{args.repeats}, environment {environment}:", flush=True)
+                runs[environment].append(run_child(environment, arguments, Path(workdir)))
     result = {
         "date": time.strftime("%Y-%m-%d %H:%M:%S"),
         "cpu": cpu_model(),
-        "threads": threads,
         "blas": blas(),
         "torch": torch.__version__,
         "numpy": np.__version__,
         "model": "RNN (1 layer, tanh) + Linear(D*H, 1) per step, MSE, Adam(lr=1e-4), float32",
+        "repeats": args.repeats,
         "runs": runs,
     }
     table = markdown(result)
     print(table)
     args.out.mkdir(parents=True, exist_ok=True)
-    stem = f"{file_stem(cpu_model())}-torch-module-step" + (f"-threads{threads}" if blas_threads else "")
+    threads = os.environ.get("OPENBLAS_NUM_THREADS")
+    stem = f"{file_stem(cpu_model())}-torch-module-step" + (f"-threads{threads}" if threads else "")
+    stem += "" if args.rows is None else "-rows"
     (args.out / f"{stem}.json").write_text(json.dumps(result, indent=1) + "\n")
     (args.out / f"{stem}.md").write_text(table)
     print(f"wrote {args.out / stem}.json and .md")

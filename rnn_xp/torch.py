@@ -16,6 +16,13 @@ raises, as rnn_xp's backward is not itself differentiable; under ``torch.compile
 break). Dropout masks are drawn from a seed taken from torch's default generator, so ``torch.manual_seed`` makes a
 training run repeatable (the masks differ from torch.nn.RNN's own).
 
+Threads, on the CPU: rnn_xp's matrix products run on NumPy's BLAS threads, the model's other layers and the optimizer
+on torch's OpenMP threads, and both pools keep their workers spinning for a while after each parallel region. Where
+the process has few cores, one pool's spinning workers hold the cores that the other's next region waits for, which
+can cost more than the step's arithmetic. ``OMP_WAIT_POLICY=PASSIVE`` in the environment before torch is imported
+makes torch's workers sleep instead, which removes the stalls (torch.nn.RNN itself, with many small parallel regions
+per step, is slower that way); ``bench/torch_module_step.py`` measures both (``bench/results/*-torch-module-step.md``).
+
 Examples
 --------
 >>> import torch
