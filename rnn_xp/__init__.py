@@ -2,7 +2,9 @@
 
 ``rnn_xp.RNN`` is the layer (NumPy on ``device="cpu"``, CuPy with fused kernels on ``device="cuda"``);
 ``rnn_xp.functional`` runs the same computation on arrays of any Array-API namespace; ``rnn_xp.training`` has the
-heads, losses, optimizers and checkpoints to train with (imported on first use, so ``import rnn_xp`` stays light).
+heads, losses, optimizers and checkpoints to train with; ``rnn_xp.torch.RNN`` is a drop-in for ``torch.nn.RNN`` on
+rnn_xp's loops; ``rnn_xp.onnx.export`` writes a model as ONNX. The last three are imported on first use, so
+``import rnn_xp`` stays light and never imports torch or onnx.
 """
 
 from __future__ import annotations
@@ -17,11 +19,11 @@ from rnn_xp.layer import RNN
 __version__ = "0.1.0"
 __all__ = ["RNN", "DeviceUnavailableError", "__version__", "functional", "training"]
 
-_LAZY_SUBPACKAGES = ("training",)
+_LAZY_SUBPACKAGES = ("onnx", "torch", "training")
 
 
 def __getattr__(name: str) -> Any:
-    """``rnn_xp.training`` without ``import rnn_xp.training`` first (PEP 562)."""
+    """``rnn_xp.training``, ``rnn_xp.torch`` and ``rnn_xp.onnx`` without importing them first (PEP 562)."""
     if name in _LAZY_SUBPACKAGES:
         return importlib.import_module(f"rnn_xp.{name}")
     msg = f"module 'rnn_xp' has no attribute {name!r}"

@@ -315,3 +315,22 @@ def test_torch_autograd_flows_through_the_copies_the_forward_keeps() -> None:
     assert_close(x.grad, grad_x)
     for name, value in params.items():
         assert_close(value.grad, grads[name])
+
+
+@pytest.mark.backends("numpy", "array_api_strict", "torch")
+def test_input_grad_false_skips_grad_x_and_changes_nothing_else(xp: Any) -> None:
+    case = dict(num_layers=2, bidirectional=True, nonlinearity="tanh", bias=True, batch_first=True, with_h0=True,
+                with_lengths=True, unbatched=False)
+    data = make_case(case)
+    params = {k: from_numpy(xp, v) for k, v in data["params"].items()}
+    _, _, cache = rnn_forward(from_numpy(xp, data["x"]), params, from_numpy(xp, data["h0"]), lengths=data["lengths"],
+                              batch_first=True)
+    grads_out = (from_numpy(xp, data["grad_out"]), from_numpy(xp, data["grad_h_n"]))
+    grad_x, grad_h0, grads = rnn_backward(cache, *grads_out)
+    none, grad_h0_skipping, grads_skipping = rnn_backward(cache, *grads_out, input_grad=False)
+    assert none is None and grad_x.shape == data["x"].shape
+    assert np.array_equal(to_numpy(grad_h0_skipping), to_numpy(grad_h0))
+    for name, grad in grads.items():
+        assert np.array_equal(to_numpy(grads_skipping[name]), to_numpy(grad)), name
+    with pytest.raises(TypeError, match=r"input_grad must be True or False; got int 0"):
+        rnn_backward(cache, *grads_out, input_grad=0)

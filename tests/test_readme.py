@@ -86,6 +86,8 @@ def test_the_parser_reads_markers_and_expected_output() -> None:
 
 
 DOCUMENTED = ["rnn_xp.training", "rnn_xp.training.models", "rnn_xp.functional", "rnn_xp.layer",
+              pytest.param("rnn_xp.torch", marks=pytest.mark.skipif(
+                  importlib.util.find_spec("torch") is None, reason="rnn_xp.torch's example needs torch")),
               pytest.param("rnn_xp.onnx", marks=pytest.mark.skipif(
                   importlib.util.find_spec("onnx") is None or importlib.util.find_spec("onnxruntime") is None,
                   reason="rnn_xp.onnx's examples need onnx and onnxruntime, which are not installed")),

@@ -173,6 +173,7 @@ def rnn_backward(
     grad_h_n: Any | None = None,
     *,
     bptt_truncate: int | None = None,
+    input_grad: bool = True,
 ) -> tuple[Any, Any, dict[str, Any]]:
     """Back-propagation through time for the forward that made ``cache``.
 
@@ -185,10 +186,13 @@ def rnn_backward(
     bptt_truncate : int >= 0, optional
         Truncated BPTT: the gradient arriving at step t flows back through at most ``bptt_truncate`` recurrent
         connections (steps t … t-k), as in the classic NumPy tutorials; applied within each layer.
+    input_grad : bool
+        False: grad_x is not computed (None is returned), which saves the first layer's (T*B, H) @ (H, I) product
+        per direction when x is data that needs no gradient (autograd frameworks skip it likewise).
 
     Returns
     -------
-    grad_x : array shaped like x
+    grad_x : array shaped like x, or None when ``input_grad`` is False
     grad_h0 : array shaped like h0 (L*D, B, H) (or (L*D, H) unbatched), also when h0 was omitted
     grads : dict of torch-named gradients, shaped like the parameters
 
@@ -203,6 +207,7 @@ def rnn_backward(
         msg = f"cache must be the ForwardCache returned by rnn_forward; got {type(cache).__name__}"
         raise TypeError(msg)
     truncate = check_truncate(bptt_truncate)
+    input_grad = check_bool(input_grad, "input_grad")
     xp = cache.xp
     like = cache.layer_inputs[0]
     if grad_out is None and grad_h_n is None:
@@ -211,11 +216,11 @@ def rnn_backward(
     for name, grad, shape in (("grad_out", grad_out, cache.out_shape), ("grad_h_n", grad_h_n, cache.h_n_shape)):
         if grad is not None:
             check_grad(xp, grad, name, shape, dtype=like.dtype, device=device_of(like))
-    return run_backward(cache, grad_out, grad_h_n, truncate)
+    return run_backward(cache, grad_out, grad_h_n, truncate, input_grad)
 
 
 def run_backward(
-    cache: ForwardCache, grad_out: Any | None, grad_h_n: Any | None, truncate: int | None
+    cache: ForwardCache, grad_out: Any | None, grad_h_n: Any | None, truncate: int | None, input_grad: bool = True
 ) -> tuple[Any, Any, dict[str, Any]]:
     """Backward on gradients already validated (the layer's entry)."""
     xp, caller = cache.xp, cache.caller
@@ -224,8 +229,8 @@ def run_backward(
     if truncate is not None and truncate >= cache.layer_inputs[0].shape[0]:
         truncate = None  # a window of T or more steps is the whole sequence: full BPTT
     loop = backward_loop(cache.loop, truncate)
-    grad_x, grad_h0, grads = _core.backward(cache, loop, grad_out, grad_h_n, truncate)
-    return caller.sequence_out(xp, grad_x), caller.state_out(grad_h0), grads
+    grad_x, grad_h0, grads = _core.backward(cache, loop, grad_out, grad_h_n, truncate, input_grad)
+    return None if grad_x is None else caller.sequence_out(xp, grad_x), caller.state_out(grad_h0), grads
 
 
 @functools.cache

@@ -156,10 +156,12 @@ def forward(
 
 
 def backward(
-    cache: ForwardCache, loop: TimeLoop, grad_out: Any | None, grad_h_n: Any | None, truncate: int | None
+    cache: ForwardCache, loop: TimeLoop, grad_out: Any | None, grad_h_n: Any | None, truncate: int | None,
+    input_grad: bool = True,
 ) -> tuple[Any, Any, dict[str, Any]]:
-    """Back-propagate through time with ``loop`` (the forward's, or one that truncates); returns grad_x (T, B, I),
-    grad_h0 (L*D, B, H) and parameter gradients. ``truncate`` is None or smaller than T."""
+    """Back-propagate through time with ``loop`` (the forward's, or one that truncates); returns grad_x (T, B, I), or
+    None when not ``input_grad``, grad_h0 (L*D, B, H) and parameter gradients. ``truncate`` is None or smaller than
+    T."""
     xp, layout = cache.xp, cache.layout
     hidden, directions = layout.hidden_size, layout.num_directions
     num_steps, batch = cache.layer_inputs[0].shape[0], cache.layer_inputs[0].shape[1]
@@ -216,9 +218,12 @@ def backward(
                 bias = grad_bias[d, ...] if grad_bias is not None else xp.sum(flat_grad, axis=0)
                 grads[key("bias_ih", layer, d)] = bias
                 grads[key("bias_hh", layer, d)] = private_copy(xp, bias)
+            if layer == 0 and not input_grad:
+                continue
             contribution = flat_grad @ cache.params[key("weight_ih", layer, d)]
             grad_input = contribution if grad_input is None else grad_input + contribution
-        grad_input = xp.reshape(grad_input, layer_input.shape)
+        if grad_input is not None:
+            grad_input = xp.reshape(grad_input, layer_input.shape)
         if layer > 0:
             grad_output = grad_input * cache.dropout_masks[layer - 1] if cache.dropout_masks else grad_input
     ordered = {name: grads[name] for name in layout.names()}
