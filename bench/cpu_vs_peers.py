@@ -4,7 +4,8 @@ One run of :func:`rnn_xp.benchmark.sweep.run_sweep` over :data:`CASES` (the rows
 grid: T 64..1000, B 1..512, H 32..1024, uni- and bidirectional), float32, one layer, tanh: every implementation gets
 the same weights and input, a peer's output is checked against rnn_xp's before its time counts, and each
 implementation is timed in a process of its own, one after the other (``--in-process``: all in this process,
-alternating in blocks). Ratio = rnn_xp time / peer time (below 1: rnn_xp faster). Also the per-step
+alternating in blocks, as a user who embeds rnn_xp beside torch and JAX runs it; written to ``...-in-process``).
+Ratio = rnn_xp time / peer time (below 1: rnn_xp faster). Also the per-step
 latency at B=1 for H in {32, 128, 512} next to the arithmetic floor 2·H·(H+I) / (sgemm peak measured in the run).
 Threads: torch and ONNX Runtime get every core (as NumPy's BLAS and XLA take by default).
 
@@ -219,6 +220,7 @@ def main() -> None:
     forced = env.get("OPENBLAS_CORETYPE")
     stem = re.sub(r"[^a-z0-9]+", "-", cpu_model().lower()).strip("-")[:40]
     stem += (f"-openblas-{re.sub(r'[^a-z0-9]+', '-', forced.lower())}" if forced else "") + "-cpu-vs-peers"
+    stem += "-in-process" if args.in_process else ""
     paths = results.save(result, args.out, stem)
     paths["markdown"].write_text(table)
     print(f"wrote {paths['json']} and {paths['markdown']}")

@@ -1,12 +1,14 @@
-"""The measurements behind the CPU plan's fixed rule (:data:`rnn_xp._plan.COMPILED_MAX_BATCH`): for float32 and float64,
+"""The measurements behind the CPU plan's fixed rule (:data:`rnn_xp._plan.CPU_CHOICES`): for float32 and float64,
 one and two directions, hidden sizes 32..1024 and batches 1..128, a layer's forward (T=64, I=64) in the NumPy loop
 and in the compiled loop, alternating, median of the repeats (:func:`rnn_xp.tuning.measure_cpu`, the very code
-``rnn-xp tune`` runs on a user's machine).
+``rnn-xp tune`` runs on a user's machine). ``--rounds N`` measures the whole grid N times and takes each cell's
+median over the rounds (near the crossover the two loops are within a few percent, and one round's noise can flip a
+cell); the table shows the median ratio and the spread over the rounds.
 
 Writes <out>/<cpu>-loop-rule.json and .md (default out: bench/runs, which git ignores; the project's run is kept in
 bench/results/) and prints the table as the Python literal that ``rnn_xp/_plan.py`` holds:
 
-    python bench/loop_rule.py [--out bench/runs] [--budget 0.3]
+    python bench/loop_rule.py [--out bench/runs] [--budget 0.3] [--rounds 3]
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import re
+import statistics
 from pathlib import Path
 from typing import Any
 
@@ -23,17 +26,31 @@ from rnn_xp.benchmark.machine import blas, cpu_model
 CONFIGS = (("float32", 1), ("float32", 2), ("float64", 1), ("float64", 2))
 
 
-def measure(budget: float) -> dict[str, Any]:
+def measure(budget: float, rounds: int) -> dict[str, Any]:
     rows = []
     choices = {}
     for dtype, directions in CONFIGS:
-        table = tuning.measure_cpu(dtype, directions, budget=budget, progress=print)
-        for (hidden, batch), seconds in sorted(table.items()):
-            rows.append({"dtype": dtype, "directions": directions, "hidden": hidden, "batch": batch,
-                         "numpy_s": seconds["numpy"], "compiled_s": seconds["compiled"]})
-        choices[f"{dtype},{directions}"] = tuning.fit_max_batch(table, tuning.HIDDEN_SIZES, tuning.BATCHES)
-    return {"machine": {**tuning.this_machine(), "blas": blas()}, "steps": tuning.STEPS,
+        tables = [tuning.measure_cpu(dtype, directions, budget=budget, progress=print) for _ in range(rounds)]
+        merged = {}
+        for key in sorted(set().union(*tables)):
+            seen = [table[key] for table in tables if key in table]
+            merged[key] = {loop: statistics.median(s[loop] for s in seen) for loop in ("numpy", "compiled")}
+            ratios = sorted(s["compiled"] / s["numpy"] for s in seen)
+            rows.append({"dtype": dtype, "directions": directions, "hidden": key[0], "batch": key[1],
+                         "numpy_s": merged[key]["numpy"], "compiled_s": merged[key]["compiled"],
+                         "ratios": ratios})
+        choices[f"{dtype},{directions}"] = tuning.winners(merged, tuning.HIDDEN_SIZES, tuning.BATCHES)
+    return {"machine": {**tuning.this_machine(), "blas": blas()}, "steps": tuning.STEPS, "rounds": rounds,
             "input_size": tuning.INPUT_SIZE, "batches": list(tuning.BATCHES), "rows": rows, "choices": choices}
+
+
+def refit(result: dict[str, Any]) -> dict[str, Any]:
+    """The choices of an earlier result, recomputed from its medians (when the fit changes, not the timings)."""
+    for dtype, directions in CONFIGS:
+        table = {(r["hidden"], r["batch"]): {"numpy": r["numpy_s"], "compiled": r["compiled_s"]}
+                 for r in result["rows"] if (r["dtype"], r["directions"]) == (dtype, directions)}
+        result["choices"][f"{dtype},{directions}"] = tuning.winners(table, tuning.HIDDEN_SIZES, tuning.BATCHES)
+    return result
 
 
 def markdown(result: dict[str, Any]) -> str:
@@ -41,9 +58,10 @@ def markdown(result: dict[str, Any]) -> str:
     machine = result["machine"]
     lines = [
         f"{machine['cpu']} ({machine['usable_cpus']} usable CPUs, {machine['blas']}); a layer's forward, "
-        f"T={result['steps']}, I={result['input_size']}: compiled loop time / NumPy loop time (**bold**, below 1: the "
-        "compiled loop is faster; blank: not measured, counted as the NumPy loop's). *plan*: the compiled loop up to "
-        "this batch, the threshold that loses the least time over the row (rnn_xp.tuning.fit_max_batch).", "",
+        f"T={result['steps']}, I={result['input_size']}, {result['rounds']} rounds: compiled loop time / NumPy loop "
+        "time, each the median over the rounds, with the lowest and highest round's ratio (**bold**, below 1: the "
+        "compiled loop is faster; blank: not measured, counted as the NumPy loop's). *plan*: the letters of "
+        "rnn_xp._plan.CPU_CHOICES, one per batch: c the compiled loop, n the NumPy loop.", "",
     ]
     by_key = {(r["dtype"], r["directions"], r["hidden"], r["batch"]): r for r in result["rows"]}
     for dtype, directions in CONFIGS:
@@ -59,17 +77,18 @@ def markdown(result: dict[str, Any]) -> str:
                     cells.append("")
                     continue
                 ratio = row["compiled_s"] / row["numpy_s"]
-                cells.append(f"**{ratio:.2f}**" if ratio <= 1.0 else f"{ratio:.2f}")
-            lines.append(f"| {hidden} | " + " | ".join(cells) + f" | {choices[str(hidden)]} |")
+                spread = f" ({row['ratios'][0]:.2f}-{row['ratios'][-1]:.2f})" if len(row["ratios"]) > 1 else ""
+                cells.append((f"**{ratio:.2f}**" if ratio <= 1.0 else f"{ratio:.2f}") + spread)
+            lines.append(f"| {hidden} | " + " | ".join(cells) + f" | `{choices[str(hidden)]}` |")
         lines.append("")
     return "\n".join(lines)
 
 
 def literal(result: dict[str, Any]) -> str:
-    lines = ["COMPILED_MAX_BATCH: dict[tuple[str, int], dict[int, int]] = {"]
+    lines = ["CPU_CHOICES: dict[tuple[str, int], dict[int, str]] = {"]
     for dtype, directions in CONFIGS:
         rows = result["choices"][f"{dtype},{directions}"]
-        body = ", ".join(f"{hidden}: {largest}" for hidden, largest in rows.items())
+        body = ", ".join(f'{hidden}: "{letters}"' for hidden, letters in rows.items())
         lines.append(f'    ("{dtype}", {directions}): {{{body}}},')
     return "\n".join([*lines, "}"])
 
@@ -78,9 +97,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, default=Path("bench/runs"))
     parser.add_argument("--budget", type=float, default=0.3, help="seconds of timing per loop and shape")
+    parser.add_argument("--rounds", type=int, default=3, help="times the whole grid is measured")
+    parser.add_argument("--refit", type=Path, default=None,
+                        help="instead of measuring, recompute the choices of an earlier result JSON")
     args = parser.parse_args()
-    result = measure(args.budget)
-    result["choices"] = {key: {str(h): largest for h, largest in rows.items()}
+    result = refit(json.loads(args.refit.read_text())) if args.refit else measure(args.budget, args.rounds)
+    result["choices"] = {key: {str(h): letters for h, letters in rows.items()}
                          for key, rows in result["choices"].items()}
     stem = re.sub(r"[^a-z0-9]+", "-", cpu_model().lower()).strip("-")[:40] + "-loop-rule"
     args.out.mkdir(parents=True, exist_ok=True)

@@ -11,7 +11,7 @@
   loop;
 - everything else (array-api-strict, torch), and truncated BPTT everywhere: :mod:`rnn_xp.loops.generic`.
 
-The rule's table is :data:`COMPILED_MAX_BATCH`, measured on this project's machine (how: ``bench/loop_rule.py``; the
+The rule's table is :data:`CPU_CHOICES`, measured on this project's machine (how: ``bench/loop_rule.py``; the
 measurements beside it in ``bench/results/``). A user who wants the choice fitted to their own machine runs
 ``rnn-xp tune`` (:mod:`rnn_xp.tuning`), which measures the same table here and writes a plan file that later
 processes load instead: an input like any other, so results stay deterministic.
@@ -32,38 +32,45 @@ from rnn_xp.loops import TimeLoop, numba_available
 
 FORCE_GENERIC: bool = os.environ.get("RNN_XP_FORCE_GENERIC", "").strip().lower() in {"1", "true", "yes", "on"}
 
-# The largest batch at which the compiled loop runs, by (dtype, directions) and hidden size; larger batches take
-# the NumPy loop. Fitted to the measurements on this project's machine (a 2-core AMD EPYC:
-# bench/results/amd-epyc-loop-rule.md, made by bench/loop_rule.py with rnn_xp.tuning.measure_cpu): per hidden
-# size, the batch threshold that loses the least time over the measured batches (rnn_xp.tuning.fit_max_batch).
-COMPILED_MAX_BATCH: dict[tuple[str, int], dict[int, int]] = {
-    ("float32", 1): {32: 32, 64: 16, 128: 8, 256: 2, 512: 16, 1024: 4},
-    ("float32", 2): {32: 32, 64: 16, 128: 8, 256: 4, 512: 4, 1024: 4},
-    ("float64", 1): {32: 4, 64: 2, 128: 1, 256: 1, 512: 1, 1024: 2},
-    ("float64", 2): {32: 4, 64: 2, 128: 1, 256: 1, 512: 1, 1024: 1},
+# Which CPU loop was faster on this project's machine (a 2-core AMD EPYC; the median of three rounds of
+# bench/loop_rule.py, which runs rnn_xp.tuning.measure_cpu; the ratios are in bench/results/amd-epyc-loop-rule.md),
+# by (dtype, directions) and hidden size: one letter per batch of BATCHES, "c" the compiled loop, "n" the NumPy loop.
+BATCHES = (1, 2, 4, 8, 16, 32, 64, 128)
+CPU_CHOICES: dict[tuple[str, int], dict[int, str]] = {
+    ("float32", 1): {32: "ccccccnn", 64: "cccccnnn", 128: "ccccnnnn", 256: "cccncnnn", 512: "ccccnnnn",
+                     1024: "cccnnnnn"},
+    ("float32", 2): {32: "ccccccnn", 64: "cccccnnn", 128: "ccccnncc", 256: "cccncnnn", 512: "cnccnnnn",
+                     1024: "cccnnnnn"},
+    ("float64", 1): {32: "cccnnnnn", 64: "ccnnnnnn", 128: "cnnnnnnn", 256: "cnnnnnnn", 512: "cnnnnnnn",
+                     1024: "cnnnnnnn"},
+    ("float64", 2): {32: "cccnnnnn", 64: "ccnnnnnn", 128: "cnnnnnnn", 256: "cnnnnnnn", 512: "cnnnnnnn",
+                     1024: "nncnnnnn"},
 }
+LOOP_LETTERS = {"c": "compiled", "n": "numpy"}
 
 
 def cpu_loop_name(dtype: str, batch: int, hidden: int, directions: int) -> str:
-    """"compiled" or "numpy": the loop for a NumPy layer of this dtype, batch, hidden size and directions, by the
+    """"compiled" or "numpy": the loop for a NumPy layer of this dtype, batch, hidden size and directions, from the
     tuned plan's table when one is loaded and measured this dtype and directions (:func:`rnn_xp.tuning.active_plan`),
-    else by :data:`COMPILED_MAX_BATCH`."""
+    else from :data:`CPU_CHOICES`."""
     if not numba_available():
         return "numpy"
     plan = tuning.active_plan()
-    tuned = plan is not None and (dtype, directions) in plan.cpu
-    table = plan.cpu if plan is not None and tuned else COMPILED_MAX_BATCH
-    return "compiled" if batch <= compiled_max_batch(table, dtype, hidden, directions) else "numpy"
+    if plan is not None and (dtype, directions) in plan.cpu:
+        return lookup(plan.cpu, plan.batches, dtype, batch, hidden, directions)
+    return lookup(CPU_CHOICES, BATCHES, dtype, batch, hidden, directions)
 
 
-def compiled_max_batch(table: dict[tuple[str, int], dict[int, int]], dtype: str, hidden: int,
-                       directions: int) -> int:
-    """The threshold of the measured hidden size nearest to ``hidden`` on a log scale (ties: the smaller); 0 (the
-    NumPy loop, BLAS) beyond twice the largest measured hidden size or for a dtype and directions not measured."""
-    rows = table.get((dtype, directions))
-    if not rows or hidden > 2 * max(rows):
-        return 0
-    return rows[_nearest(sorted(rows), hidden)]
+def lookup(choices: dict[tuple[str, int], dict[int, str]], batches: Sequence[int], dtype: str, batch: int,
+           hidden: int, directions: int) -> str:
+    """The loop that was faster at the measured (batch, hidden) nearest to the call's, on a log scale (ties: the
+    smaller); the NumPy loop (BLAS) beyond twice the largest measured batch or hidden size, or for a dtype and
+    number of directions not measured."""
+    rows = choices.get((dtype, directions))
+    if not rows or batch > 2 * max(batches) or hidden > 2 * max(rows):
+        return "numpy"
+    letters = rows[_nearest(sorted(rows), hidden)]
+    return LOOP_LETTERS[letters[list(batches).index(_nearest(sorted(batches), batch))]]
 
 
 def _nearest(values: Sequence[int], value: int) -> int:

@@ -465,8 +465,10 @@ def _tune(options: argparse.Namespace) -> int:
     plan = tuning.tune(path, dtypes=dtypes, directions=counts, budget=options.budget,
                        progress=lambda line: print(line, flush=True))
     for (dtype, directions), rows in sorted(plan.cpu.items()):
-        thresholds = ", ".join(f"H={hidden}: B<={largest}" for hidden, largest in sorted(rows.items()))
-        print(f"compiled loop, {dtype}, {directions} direction(s): {thresholds}")
+        for hidden, letters in sorted(rows.items()):
+            loops = ", ".join(f"B={b} {'compiled' if c == 'c' else 'numpy'}" for b, c in zip(plan.batches, letters,
+                                                                                              strict=True))
+            print(f"{dtype}, {directions} direction(s), H={hidden}: {loops}")
     if not plan.cpu:
         print("numba is not installed: the NumPy loop runs everywhere, nothing to choose on the CPU")
     print(f"wrote {path}")

@@ -13,8 +13,8 @@ explicitly.
 
 What it holds:
 
-- ``cpu``: for each dtype, number of directions and measured hidden size, the largest batch at which the compiled
-  loop runs (:data:`rnn_xp._plan.COMPILED_MAX_BATCH` has the same form, and the same lookup);
+- ``cpu``: for each dtype, number of directions and measured hidden size, which loop was faster at each measured
+  batch (:data:`rnn_xp._plan.CPU_CHOICES` has the same form, and the same lookup: the nearest measured point);
 - ``cuda``: for each measured (dtype, directions, batch, hidden) on a GPU, which path won (the register kernels, the
   persistent kernels or the per-step path: :data:`rnn_xp.cuda.recurrence.PATHS`); a call takes the nearest measured
   point of its dtype and directions.
@@ -22,6 +22,7 @@ What it holds:
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import os
@@ -42,6 +43,7 @@ HIDDEN_SIZES = (32, 64, 128, 256, 512, 1024)
 BATCHES = (1, 2, 4, 8, 16, 32, 64, 128)
 STEPS = 64  # the sequence length every choice is timed at
 INPUT_SIZE = 64
+CUDA_PATHS = ("registers", "persistent", "per_step")  # the CUDA paths a plan may choose (rnn_xp.cuda.recurrence)
 
 
 @dataclass(frozen=True)
@@ -61,7 +63,8 @@ class Plan:
     """A tuned plan: the machine it was measured on and the choices made there (see the module docstring)."""
 
     machine: dict[str, Any]
-    cpu: dict[tuple[str, int], dict[int, int]] = field(default_factory=dict)  # as rnn_xp._plan.COMPILED_MAX_BATCH
+    batches: tuple[int, ...] = BATCHES  # the measured batches: one letter of each cpu entry per batch
+    cpu: dict[tuple[str, int], dict[int, str]] = field(default_factory=dict)  # as rnn_xp._plan.CPU_CHOICES
     cuda: tuple[CudaChoice, ...] = ()
 
     def cuda_path(self, dtype: str, batch: int, hidden: int, directions: int) -> str:
@@ -81,8 +84,9 @@ class Plan:
         return {
             "rnn_xp_plan": FORMAT,
             "machine": self.machine,
-            "cpu": [{"dtype": d, "directions": n, "hidden": h, "compiled_max_batch": b}
-                    for (d, n), rows in sorted(self.cpu.items()) for h, b in sorted(rows.items())],
+            "batches": list(self.batches),
+            "cpu": [{"dtype": d, "directions": n, "hidden": h, "loops": letters}
+                    for (d, n), rows in sorted(self.cpu.items()) for h, letters in sorted(rows.items())],
             "cuda": [vars(choice) for choice in self.cuda],
         }
 
@@ -93,19 +97,27 @@ class Plan:
             if data.get("rnn_xp_plan") != FORMAT:
                 msg = f"rnn_xp_plan must be {FORMAT}; got {data.get('rnn_xp_plan')!r}"
                 raise ValueError(msg)
-            cpu: dict[tuple[str, int], dict[int, int]] = {}
+            batches = tuple(int(b) for b in data["batches"])
+            if not batches or min(batches) < 1:
+                msg = f"batches must be positive integers; got {list(batches)}"
+                raise ValueError(msg)
+            cpu: dict[tuple[str, int], dict[int, str]] = {}
             for entry in data["cpu"]:
-                hidden, largest = int(entry["hidden"]), int(entry["compiled_max_batch"])
-                if hidden < 1 or largest < 0:
-                    msg = f"hidden must be >= 1 and compiled_max_batch >= 0; got {hidden} and {largest}"
+                hidden, letters = int(entry["hidden"]), str(entry["loops"])
+                if hidden < 1 or len(letters) != len(batches) or set(letters) - {"c", "n"}:
+                    msg = f"a cpu entry needs hidden >= 1 and {len(batches)} letters c or n; got {hidden}, {letters!r}"
                     raise ValueError(msg)
-                cpu.setdefault((str(entry["dtype"]), int(entry["directions"])), {})[hidden] = largest
+                cpu.setdefault((str(entry["dtype"]), int(entry["directions"])), {})[hidden] = letters
             cuda = tuple(
                 CudaChoice(str(c["device"]), str(c["dtype"]), int(c["directions"]), int(c["batch"]),
                            int(c["hidden"]), str(c["path"]))
                 for c in data["cuda"]
             )
-            return cls(machine=dict(data["machine"]), cpu=cpu, cuda=cuda)
+            unknown = sorted({c.path for c in cuda} - set(CUDA_PATHS))
+            if unknown or any(c.batch < 1 or c.hidden < 1 for c in cuda):
+                msg = f"cuda entries need a path among {CUDA_PATHS} and batch, hidden >= 1; got paths {unknown}"
+                raise ValueError(msg)
+            return cls(machine=dict(data["machine"]), batches=batches, cpu=cpu, cuda=cuda)
         except (AttributeError, KeyError, TypeError, ValueError) as error:
             msg = f"{source} is not an rnn_xp plan file ({type(error).__name__}: {error})"
             raise ValueError(msg) from None
@@ -244,18 +256,18 @@ def tune(
     hidden_sizes = HIDDEN_SIZES if hidden_sizes is None else tuple(hidden_sizes)
     batches = BATCHES if batches is None else tuple(batches)
     steps = STEPS if steps is None else steps
-    cpu: dict[tuple[str, int], dict[int, int]] = {}
+    cpu: dict[tuple[str, int], dict[int, str]] = {}
     if numba_available():
         for dtype in dtypes:
             for count in directions:
                 table = measure_cpu(dtype, count, hidden_sizes=hidden_sizes, batches=batches, steps=steps,
                                     budget=budget, progress=progress)
-                cpu[(dtype, count)] = fit_max_batch(table, hidden_sizes, batches)
+                cpu[(dtype, count)] = winners(table, hidden_sizes, batches)
     cuda: tuple[CudaChoice, ...] = ()
     if gpu or (gpu is None and _current_gpu(import_cupy=True) is not None):
         cuda = measure_cuda(dtypes, directions, hidden_sizes=hidden_sizes, batches=batches, steps=steps,
                             budget=budget, progress=progress)
-    plan = Plan(machine=this_machine(), cpu=cpu, cuda=cuda)
+    plan = Plan(machine=this_machine(), batches=tuple(batches), cpu=cpu, cuda=cuda)
     save(plan, path if path is not None else (plan_path() or default_path()))
     return plan
 
@@ -292,25 +304,19 @@ def measure_cpu(
     return table
 
 
-def fit_max_batch(
+def winners(
     table: dict[tuple[int, int], dict[str, float]], hidden_sizes: Sequence[int], batches: Sequence[int]
-) -> dict[int, int]:
-    """{hidden: largest batch for the compiled loop}: for each hidden size, the threshold (0 or one of ``batches``)
-    that loses the least time over the measured batches, as the sum of log(time taken / time of the faster loop);
-    ties go to the smaller threshold. A batch not measured counts as won by the NumPy loop."""
-    fitted = {}
-    for hidden in hidden_sizes:
-        logs = []  # log(compiled / numpy) per batch: > 0 where the NumPy loop was faster
-        for batch in batches:
-            seconds = table.get((hidden, batch))
-            logs.append(math.log(seconds["compiled"] / seconds["numpy"]) if seconds else math.inf)
-        best, best_loss = 0, sum(max(0.0, -v) for v in logs)
-        for index, batch in enumerate(batches):
-            loss = sum(max(0.0, v) for v in logs[:index + 1]) + sum(max(0.0, -v) for v in logs[index + 1:])
-            if loss < best_loss:
-                best, best_loss = batch, loss
-        fitted[hidden] = best
-    return fitted
+) -> dict[int, str]:
+    """{hidden: letters}, one letter per batch: "c" where the compiled loop was at least as fast as the NumPy loop,
+    "n" where it was slower or the batch was not measured."""
+    return {
+        hidden: "".join(
+            "c" if (hidden, batch) in table and table[(hidden, batch)]["compiled"] <= table[(hidden, batch)]["numpy"]
+            else "n"
+            for batch in batches
+        )
+        for hidden in hidden_sizes
+    }
 
 
 def measure_cuda(
@@ -424,6 +430,14 @@ def _current_gpu(*, import_cupy: bool = False) -> str | None:
     if cupy is None:
         return None
     try:
-        return str(cupy.cuda.runtime.getDeviceProperties(cupy.cuda.Device().id)["name"].decode())
+        return _gpu_name(int(cupy.cuda.runtime.getDevice()))
     except Exception:  # no driver or device
         return None
+
+
+@functools.lru_cache(maxsize=16)
+def _gpu_name(device_id: int) -> str:
+    """A GPU's name, asked of the driver once per device (a plan's lookup runs on every call)."""
+    import cupy
+
+    return str(cupy.cuda.runtime.getDeviceProperties(device_id)["name"].decode())

@@ -91,8 +91,8 @@ def test_one_cpu_gives_the_same_bits_in_every_run() -> None:
 def test_a_plan_file_is_an_input_like_any_other(tmp_path: Path) -> None:
     """With a tuned plan (here one that runs the compiled loop for every batch), two processes give the same bits
     as each other, and the choice follows the file."""
-    plan = tuning.Plan(machine=tuning.this_machine(),
-                       cpu={(dtype, directions): {32: 1024, 1024: 1024}
+    plan = tuning.Plan(machine=tuning.this_machine(), batches=(1, 1024),
+                       cpu={(dtype, directions): {32: "cc", 1024: "cc"}
                             for dtype in ("float32", "float64") for directions in (1, 2)})
     path = tuning.save(plan, tmp_path / "plan.json")
     env = {"RNN_XP_PLAN": str(path)}
