@@ -6,6 +6,7 @@ path runs. A fast path stays only where it wins at least 10% on some row.
 - one-sample dot products (rnn_xp.loops.compiled.uses_row_dots): against the compiled loop's sums of rows of W^T;
 - 64-byte aligned parameters (rnn_xp._arrays.aligned_empty): against the same values 4 bytes off alignment;
 - contiguous W_hh^T in the NumPy loop (rnn_xp.loops.numpy_inplace.recurrent_operand): against the transposed view;
+- the transposed NumPy loop (rnn_xp.loops.numpy_transposed): against the NumPy loop, on the rows the plan sends to it;
 - the NumPy loop's fused numba passes: against the plain NumPy calls (as without numba).
 
 Both variants alternate in one process; medians of the repeats; ratio = with / without (below 0.9: the path pays).
@@ -71,6 +72,9 @@ PATHS: dict[str, dict[str, Any]] = {
                                        "loops": ("numpy", "numpy"),
                                        "without": lambda: _patched(numpy_inplace, "recurrent_operand",
                                                                    lambda weight: weight.T)},
+    "transposed NumPy loop": {"applies": lambda case: cpu_loop_name("float32", case.batch, case.hidden,
+                                                                     case.directions) == "numpy_transposed",
+                              "loops": ("numpy_transposed", "numpy")},
     "fused numba passes (NumPy loop)": {"applies": lambda case: cpu_loop_name("float32", case.batch, case.hidden,
                                                                                case.directions) == "numpy",
                                         "loops": ("numpy", "numpy"),

@@ -1,9 +1,9 @@
-"""The measurements behind the CPU plan's fixed rule (:data:`rnn_xp._plan.CPU_CHOICES`): for float32 and float64,
-one and two directions, hidden sizes 32..1024 and batches 1..128, a layer's forward (T=64, I=64) in the NumPy loop
-and in the compiled loop, alternating, median of the repeats (:func:`rnn_xp.tuning.measure_cpu`, the very code
-``rnn-xp tune`` runs on a user's machine). ``--rounds N`` measures the whole grid N times and takes each cell's
-median over the rounds (near the crossover the two loops are within a few percent, and one round's noise can flip a
-cell); the table shows the median ratio and the spread over the rounds.
+"""The measurements behind the CPU plan's fixed rule (:data:`rnn_xp._plan.CPU_CHOICES`): for float32 and float64, one
+and two directions, hidden sizes 32..1024 and batches 1..128, a layer's forward (T=64, I=64) in each CPU loop (the
+NumPy loop, the compiled loop, the transposed NumPy loop), alternating, median of the repeats
+(:func:`rnn_xp.tuning.measure_cpu`, the very code ``rnn-xp tune`` runs on a user's machine). ``--rounds N`` measures
+the whole grid N times and takes each cell's median over the rounds (near the crossover the two loops are within a
+few percent, and one round's noise can flip a cell); the table shows the median ratio and the spread over the rounds.
 
 Writes <out>/<cpu>-loop-rule.json and .md (default out: bench/runs, which git ignores; the project's run is kept in
 bench/results/) and prints the table as the Python literal that ``rnn_xp/_plan.py`` holds:
@@ -26,6 +26,10 @@ from rnn_xp.benchmark.machine import blas, cpu_model
 CONFIGS = (("float32", 1), ("float32", 2), ("float64", 1), ("float64", 2))
 
 
+LOOPS = ("numpy", "compiled", "numpy_transposed")
+OTHERS = (("compiled", "compiled loop"), ("numpy_transposed", "transposed NumPy loop"))
+
+
 def measure(budget: float, rounds: int) -> dict[str, Any]:
     rows = []
     choices = {}
@@ -34,11 +38,12 @@ def measure(budget: float, rounds: int) -> dict[str, Any]:
         merged = {}
         for key in sorted(set().union(*tables)):
             seen = [table[key] for table in tables if key in table]
-            merged[key] = {loop: statistics.median(s[loop] for s in seen) for loop in ("numpy", "compiled")}
-            ratios = sorted(s["compiled"] / s["numpy"] for s in seen)
-            rows.append({"dtype": dtype, "directions": directions, "hidden": key[0], "batch": key[1],
-                         "numpy_s": merged[key]["numpy"], "compiled_s": merged[key]["compiled"],
-                         "ratios": ratios})
+            merged[key] = {loop: statistics.median(s[loop] for s in seen if loop in s)
+                           for loop in LOOPS if any(loop in s for s in seen)}
+            row = {"dtype": dtype, "directions": directions, "hidden": key[0], "batch": key[1]}
+            row.update({f"{loop}_s": seconds for loop, seconds in merged[key].items()})
+            row["ratios"] = {loop: sorted(s[loop] / s["numpy"] for s in seen if loop in s) for loop, _ in OTHERS}
+            rows.append(row)
         choices[f"{dtype},{directions}"] = tuning.winners(merged, tuning.HIDDEN_SIZES, tuning.BATCHES)
     return {"machine": {**tuning.this_machine(), "blas": blas()}, "steps": tuning.STEPS, "rounds": rounds,
             "input_size": tuning.INPUT_SIZE, "batches": list(tuning.BATCHES), "rows": rows, "choices": choices}
@@ -47,7 +52,7 @@ def measure(budget: float, rounds: int) -> dict[str, Any]:
 def refit(result: dict[str, Any]) -> dict[str, Any]:
     """The choices of an earlier result, recomputed from its medians (when the fit changes, not the timings)."""
     for dtype, directions in CONFIGS:
-        table = {(r["hidden"], r["batch"]): {"numpy": r["numpy_s"], "compiled": r["compiled_s"]}
+        table = {(r["hidden"], r["batch"]): {loop: r[f"{loop}_s"] for loop in LOOPS if f"{loop}_s" in r}
                  for r in result["rows"] if (r["dtype"], r["directions"]) == (dtype, directions)}
         result["choices"][f"{dtype},{directions}"] = tuning.winners(table, tuning.HIDDEN_SIZES, tuning.BATCHES)
     return result
@@ -58,29 +63,32 @@ def markdown(result: dict[str, Any]) -> str:
     machine = result["machine"]
     lines = [
         f"{machine['cpu']} ({machine['usable_cpus']} usable CPUs, {machine['blas']}); a layer's forward, "
-        f"T={result['steps']}, I={result['input_size']}, {result['rounds']} rounds: compiled loop time / NumPy loop "
-        "time, each the median over the rounds, with the lowest and highest round's ratio (**bold**, below 1: the "
-        "compiled loop is faster; blank: not measured, counted as the NumPy loop's). *plan*: the letters of "
-        "rnn_xp._plan.CPU_CHOICES, one per batch: c the compiled loop, n the NumPy loop.", "",
+        f"T={result['steps']}, I={result['input_size']}, {result['rounds']} rounds: each loop's time / the NumPy "
+        "loop's time, each time the median over the rounds, with the lowest and highest round's ratio (**bold**, "
+        "below 1: faster than the NumPy loop; blank: not measured, counted as slower). *plan*: the letters of "
+        "rnn_xp._plan.CPU_CHOICES, one per batch, the fastest loop of the cell: c the compiled loop, n the NumPy "
+        "loop, t the transposed NumPy loop.", "",
     ]
     by_key = {(r["dtype"], r["directions"], r["hidden"], r["batch"]): r for r in result["rows"]}
     for dtype, directions in CONFIGS:
-        lines += [f"## {dtype}, {'bidirectional' if directions == 2 else 'one direction'}", "",
-                  "| H \\ B | " + " | ".join(str(b) for b in batches) + " | plan |",
-                  "|---:|" + "---:|" * len(batches) + "---|"]
         choices = result["choices"][f"{dtype},{directions}"]
-        for hidden in tuning.HIDDEN_SIZES:
-            cells = []
-            for batch in batches:
-                row = by_key.get((dtype, directions, hidden, batch))
-                if row is None:
-                    cells.append("")
-                    continue
-                ratio = row["compiled_s"] / row["numpy_s"]
-                spread = f" ({row['ratios'][0]:.2f}-{row['ratios'][-1]:.2f})" if len(row["ratios"]) > 1 else ""
-                cells.append((f"**{ratio:.2f}**" if ratio <= 1.0 else f"{ratio:.2f}") + spread)
-            lines.append(f"| {hidden} | " + " | ".join(cells) + f" | `{choices[str(hidden)]}` |")
-        lines.append("")
+        for loop, title in OTHERS:
+            lines += [f"## {dtype}, {'bidirectional' if directions == 2 else 'one direction'}: the {title}", "",
+                      "| H \\ B | " + " | ".join(str(b) for b in batches) + " | plan |",
+                      "|---:|" + "---:|" * len(batches) + "---|"]
+            for hidden in tuning.HIDDEN_SIZES:
+                cells = []
+                for batch in batches:
+                    row = by_key.get((dtype, directions, hidden, batch))
+                    if row is None or f"{loop}_s" not in row:
+                        cells.append("")
+                        continue
+                    ratio = row[f"{loop}_s"] / row["numpy_s"]
+                    spread = row["ratios"][loop]
+                    spread_text = f" ({spread[0]:.2f}-{spread[-1]:.2f})" if len(spread) > 1 else ""
+                    cells.append((f"**{ratio:.2f}**" if ratio < 1.0 else f"{ratio:.2f}") + spread_text)
+                lines.append(f"| {hidden} | " + " | ".join(cells) + f" | `{choices[str(hidden)]}` |")
+            lines.append("")
     return "\n".join(lines)
 
 

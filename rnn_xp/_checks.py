@@ -71,7 +71,7 @@ def check_nonlinearity(nonlinearity: Any) -> str:
     return str(nonlinearity)
 
 
-LOOPS = ("auto", "generic", "numpy", "compiled")
+LOOPS = ("auto", "generic", "numpy", "numpy_transposed", "compiled")
 
 
 def check_loop(loop: Any) -> str:

@@ -1,10 +1,10 @@
 """The plan: which time loop runs a call, decided once at the public entry from what the call is.
 
-- NumPy arrays: the compiled loop (:mod:`rnn_xp.loops.compiled`) or the NumPy loop
-  (:mod:`rnn_xp.loops.numpy_inplace`), by a fixed rule of the dtype, the batch, the hidden size and the number of
-  directions (:func:`cpu_loop_name`): never by timings taken inside a call, so the same call runs the same loop, and
-  gives the same bits, in every run and process. Without numba, always the NumPy loop. ``loop="numpy"`` or
-  ``"compiled"`` force one.
+- NumPy arrays: the compiled loop (:mod:`rnn_xp.loops.compiled`) or the NumPy loop (:mod:`rnn_xp.loops.numpy_inplace`,
+  or :mod:`rnn_xp.loops.numpy_transposed` with each step's product written the other way round), by a fixed rule of
+  the dtype, the batch, the hidden size and the number of directions (:func:`cpu_loop_name`): never by timings
+  taken inside a call, so the same call runs the same loop, and gives the same bits, in every run and process.
+  Without numba, always the NumPy loop. ``loop="numpy"``, ``"numpy_transposed"`` or ``"compiled"`` force one.
 - CuPy arrays: :class:`rnn_xp.loops.cuda.CudaLoop`, unless ``RNN_XP_FORCE_GENERIC=1`` (read once, at import) or the
   caller asks for the generic loop;
 - JAX arrays: :mod:`rnn_xp.loops.jax_scan` (one ``lax.scan`` per direction), unless the caller asks for the generic
@@ -34,25 +34,27 @@ FORCE_GENERIC: bool = os.environ.get("RNN_XP_FORCE_GENERIC", "").strip().lower()
 
 # Which CPU loop was faster on this project's machine (a 2-core AMD EPYC; the median of three rounds of
 # bench/loop_rule.py, which runs rnn_xp.tuning.measure_cpu; the ratios are in bench/results/amd-epyc-loop-rule.md),
-# by (dtype, directions) and hidden size: one letter per batch of BATCHES, "c" the compiled loop, "n" the NumPy loop.
+# by (dtype, directions) and hidden size: one letter per batch of BATCHES, "c" the compiled loop, "n" the NumPy loop,
+# "t" the NumPy loop with the step's product transposed.
 BATCHES = (1, 2, 4, 8, 16, 32, 64, 128)
 CPU_CHOICES: dict[tuple[str, int], dict[int, str]] = {
-    ("float32", 1): {32: "ccccccnn", 64: "cccccnnn", 128: "ccccnnnn", 256: "cccncnnn", 512: "ccccnnnn",
-                     1024: "cccnnnnn"},
-    ("float32", 2): {32: "ccccccnn", 64: "cccccnnn", 128: "ccccnncc", 256: "cccncnnn", 512: "cnccnnnn",
-                     1024: "cccnnnnn"},
-    ("float64", 1): {32: "cccnnnnn", 64: "ccnnnnnn", 128: "cnnnnnnn", 256: "cnnnnnnn", 512: "cnnnnnnn",
-                     1024: "cnnnnnnn"},
-    ("float64", 2): {32: "cccnnnnn", 64: "ccnnnnnn", 128: "cnnnnnnn", 256: "cnnnnnnn", 512: "cnnnnnnn",
-                     1024: "nncnnnnn"},
+    ("float32", 1): {32: "ccccccnn", 64: "cccccnnn", 128: "ccccnnnn", 256: "ctnntnnn", 512: "ctcttnnn",
+                     1024: "tttttttt"},
+    ("float32", 2): {32: "ccccccnn", 64: "cccccnnn", 128: "ccccnncc", 256: "ctnnttnn", 512: "ctccttnn",
+                     1024: "tttttttt"},
+    ("float64", 1): {32: "cccnnnnn", 64: "ccnnnnnn", 128: "cnnnnnnn", 256: "cnnnnnnn", 512: "ctnnnnnn",
+                     1024: "tnnnnnnn"},
+    ("float64", 2): {32: "ccnnnnnn", 64: "cnnnnnnn", 128: "cnnnnnnn", 256: "cnnnnnnn", 512: "ctnnnnnn",
+                     1024: "tncnnnnn"},
 }
-LOOP_LETTERS = {"c": "compiled", "n": "numpy"}
+LOOP_LETTERS = {"c": "compiled", "n": "numpy", "t": "numpy_transposed"}
+NUMBA_LOOPS = ("compiled", "numpy_transposed")
 
 
 def cpu_loop_name(dtype: str, batch: int, hidden: int, directions: int) -> str:
-    """"compiled" or "numpy": the loop for a NumPy layer of this dtype, batch, hidden size and directions, from the
-    tuned plan's table when one is loaded and measured this dtype and directions (:func:`rnn_xp.tuning.active_plan`),
-    else from :data:`CPU_CHOICES`."""
+    """"compiled", "numpy" or "numpy_transposed": the loop for a NumPy layer of this dtype, batch, hidden size and
+    directions, from the tuned plan's table when one is loaded and measured this dtype and directions
+    (:func:`rnn_xp.tuning.active_plan`), else from :data:`CPU_CHOICES`."""
     if not numba_available():
         return "numpy"
     plan = tuning.active_plan()
@@ -89,11 +91,11 @@ def choose_loop(
     ValueError
         ``loop="numpy"``/``"compiled"`` on arrays that are not NumPy's, or ``"compiled"`` without numba.
     """
-    if loop in ("numpy", "compiled") and not is_numpy(xp):
+    if loop in ("numpy", *NUMBA_LOOPS) and not is_numpy(xp):
         msg = f"loop={loop!r} runs on NumPy arrays only; got arrays of {xp.__name__}"
         raise ValueError(msg)
-    if loop == "compiled" and not numba_available():
-        msg = "loop='compiled' needs numba (pip install 'rnn-xp[fast]'); it is not installed"
+    if loop in NUMBA_LOOPS and not numba_available():
+        msg = f"loop={loop!r} needs numba (pip install 'rnn-xp[fast]'); it is not installed"
         raise ValueError(msg)
     if loop == "generic":
         return generic_loop()
@@ -104,6 +106,10 @@ def choose_loop(
             from rnn_xp.loops import compiled
 
             return compiled  # a module implementing the protocol
+        if loop == "numpy_transposed":
+            from rnn_xp.loops import numpy_transposed
+
+            return numpy_transposed
         from rnn_xp.loops import numpy_inplace
 
         return numpy_inplace

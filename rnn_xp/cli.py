@@ -464,10 +464,10 @@ def _tune(options: argparse.Namespace) -> int:
     dtypes, counts = (("float32",), (1,)) if options.quick else (("float32", "float64"), (1, 2))
     plan = tuning.tune(path, dtypes=dtypes, directions=counts, budget=options.budget,
                        progress=lambda line: print(line, flush=True))
+    names = {letter: loop for loop, letter in tuning.CPU_LETTERS.items()}
     for (dtype, directions), rows in sorted(plan.cpu.items()):
         for hidden, letters in sorted(rows.items()):
-            loops = ", ".join(f"B={b} {'compiled' if c == 'c' else 'numpy'}" for b, c in zip(plan.batches, letters,
-                                                                                              strict=True))
+            loops = ", ".join(f"B={b} {names[c]}" for b, c in zip(plan.batches, letters, strict=True))
             print(f"{dtype}, {directions} direction(s), H={hidden}: {loops}")
     if not plan.cpu:
         print("numba is not installed: the NumPy loop runs everywhere, nothing to choose on the CPU")

@@ -48,9 +48,9 @@ class RNN(PerThreadState):
     dtype : {"float32", "float64"}
     seed : int, optional
         Seeds the initialisation (U(-1/sqrt(H), 1/sqrt(H)), torch's) and the dropout masks.
-    loop : {"auto", "generic", "numpy", "compiled"}
+    loop : {"auto", "generic", "numpy", "numpy_transposed", "compiled"}
         The time loop (see :func:`rnn_xp.functional.rnn_forward`): "generic" runs the Array-API loop even where
-        a fast path exists (the benchmark's generic peer); "numpy"/"compiled" force one of the CPU loops.
+        a fast path exists (the benchmark's generic peer); the others force one of the CPU loops.
 
     Attributes
     ----------

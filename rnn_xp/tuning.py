@@ -13,7 +13,7 @@ explicitly.
 
 What it holds:
 
-- ``cpu``: for each dtype, number of directions and measured hidden size, which loop was faster at each measured
+- ``cpu``: for each dtype, number of directions and measured hidden size, which CPU loop was fastest at each measured
   batch (:data:`rnn_xp._plan.CPU_CHOICES` has the same form, and the same lookup: the nearest measured point);
 - ``cuda``: for each measured (dtype, directions, batch, hidden) on a GPU, which path won (the register kernels, the
   persistent kernels or the per-step path: :data:`rnn_xp.cuda.recurrence.PATHS`); a call takes the nearest measured
@@ -43,6 +43,7 @@ HIDDEN_SIZES = (32, 64, 128, 256, 512, 1024)
 BATCHES = (1, 2, 4, 8, 16, 32, 64, 128)
 STEPS = 64  # the sequence length every choice is timed at
 INPUT_SIZE = 64
+CPU_LETTERS = {"compiled": "c", "numpy": "n", "numpy_transposed": "t"}  # as rnn_xp._plan.LOOP_LETTERS
 CUDA_PATHS = ("registers", "persistent", "per_step")  # the CUDA paths a plan may choose (rnn_xp.cuda.recurrence)
 
 
@@ -104,8 +105,8 @@ class Plan:
             cpu: dict[tuple[str, int], dict[int, str]] = {}
             for entry in data["cpu"]:
                 hidden, letters = int(entry["hidden"]), str(entry["loops"])
-                if hidden < 1 or len(letters) != len(batches) or set(letters) - {"c", "n"}:
-                    msg = f"a cpu entry needs hidden >= 1 and {len(batches)} letters c or n; got {hidden}, {letters!r}"
+                if hidden < 1 or len(letters) != len(batches) or set(letters) - set(CPU_LETTERS.values()):
+                    msg = f"a cpu entry needs hidden >= 1 and {len(batches)} letters c, n or t; got {hidden}, {letters}"
                     raise ValueError(msg)
                 cpu.setdefault((str(entry["dtype"]), int(entry["directions"])), {})[hidden] = letters
             cuda = tuple(
@@ -276,9 +277,10 @@ def measure_cpu(
     dtype: str, directions: int, *, hidden_sizes: Sequence[int] = HIDDEN_SIZES, batches: Sequence[int] = BATCHES,
     steps: int = STEPS, budget: float = 0.1, progress: Callable[[str], None] | None = None,
 ) -> dict[tuple[int, int], dict[str, float]]:
-    """Median seconds of a layer's forward (T = ``steps``, I = :data:`INPUT_SIZE`) in the NumPy and the compiled
-    loop, per (hidden, batch); the loops alternate, so a disturbance hits both. Along each hidden size the batch
-    grows until the compiled loop has lost twice in a row by 10% (larger batches only favour the NumPy loop)."""
+    """Median seconds of a layer's forward (T = ``steps``, I = :data:`INPUT_SIZE`) in each CPU loop (the two NumPy
+    loops and the compiled one), per (hidden, batch); the loops alternate, so a disturbance hits all. Along each
+    hidden size, once the compiled loop has lost twice in a row by 10% it is left out for the larger batches (they
+    only favour the NumPy loops' GEMMs)."""
     import numpy as np
 
     import rnn_xp
@@ -288,31 +290,34 @@ def measure_cpu(
         losses = 0
         for batch in batches:
             x = np.random.default_rng(0).standard_normal((steps, batch, INPUT_SIZE)).astype(dtype)
+            loops = [loop for loop in CPU_LETTERS if loop != "compiled" or losses < 2]
             calls = {
                 loop: _layer_call(rnn_xp.RNN(INPUT_SIZE, hidden, bidirectional=directions == 2, dtype=dtype, seed=0,
                                              loop=loop).eval(), x)
-                for loop in ("numpy", "compiled")
+                for loop in loops
             }
             seconds = _alternating_medians(calls, budget)
             table[(hidden, batch)] = seconds
             if progress is not None:
                 progress(f"cpu {dtype} D={directions} H={hidden} B={batch}: "
                          + ", ".join(f"{k} {v * 1e3:.3f} ms" for k, v in seconds.items()))
-            losses = losses + 1 if seconds["compiled"] > 1.1 * seconds["numpy"] else 0
-            if losses == 2:
-                break
+            if "compiled" in seconds:
+                numpy = min(seconds["numpy"], seconds["numpy_transposed"])
+                losses = losses + 1 if seconds["compiled"] > 1.1 * numpy else 0
     return table
 
 
 def winners(
     table: dict[tuple[int, int], dict[str, float]], hidden_sizes: Sequence[int], batches: Sequence[int]
 ) -> dict[int, str]:
-    """{hidden: letters}, one letter per batch: "c" where the compiled loop was at least as fast as the NumPy loop,
-    "n" where it was slower or the batch was not measured."""
+    """{hidden: letters}, one letter per batch (:data:`CPU_LETTERS`): the fastest of the loops measured there; "n"
+    (the NumPy loop) where the batch was not measured. Ties go to the NumPy loop, then the compiled one."""
+    order = ("numpy", "compiled", "numpy_transposed")
     return {
         hidden: "".join(
-            "c" if (hidden, batch) in table and table[(hidden, batch)]["compiled"] <= table[(hidden, batch)]["numpy"]
-            else "n"
+            CPU_LETTERS[min((loop for loop in order if loop in table[(hidden, batch)]),
+                            key=lambda loop, cell=table[(hidden, batch)]: cell[loop])]  # type: ignore[misc]
+            if (hidden, batch) in table else "n"
             for batch in batches
         )
         for hidden in hidden_sizes

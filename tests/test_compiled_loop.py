@@ -15,7 +15,7 @@ import rnn_xp
 from rnn_xp import _plan
 from rnn_xp._plan import choose_loop
 from rnn_xp.functional import rnn_backward, rnn_forward
-from rnn_xp.loops import LayerForward, compiled, numpy_inplace
+from rnn_xp.loops import LayerForward, compiled, numpy_inplace, numpy_transposed
 
 pytest.importorskip("numba")
 pytest.importorskip("torch")
@@ -72,6 +72,14 @@ def test_compiled_loop_matches_torch_on_wider_layers_and_long_sequences(dtype: s
         data["lengths"] = np.array([steps, 1, steps // 2, steps - 1])
         ours = run_rnn_xp(np, case, _as(data, dtype), loop="compiled")
         _check(ours, torch_reference(case, data), PARITY_RTOL if dtype == "float64" else 1e-5)
+
+
+@pytest.mark.parametrize("case", GRID[1::4], ids=[case_id(c) for c in GRID[1::4]])
+def test_the_transposed_numpy_loop_matches_torch(case: dict[str, Any]) -> None:
+    """Each step's product written W_hh h^T, (H, B), and added back transposed by the fused pass."""
+    data = make_case(case, seed=7)
+    _check(run_rnn_xp(np, case, data, loop="numpy_transposed"), torch_reference(case, data), PARITY_RTOL)
+    _check(run_rnn_xp(np, case, _as(data, "float32"), loop="numpy_transposed"), torch_reference(case, data), 1e-5)
 
 
 @pytest.mark.parametrize("fused", [True, False], ids=["fused-steps", "without-numba"])
@@ -138,9 +146,10 @@ def test_an_infinite_gradient_into_a_dead_relu_unit_gives_zero_in_the_compiled_l
     assert np.all(grad_x == 0) and all(np.all(g == 0) for g in grads.values())
 
 
-def test_the_loop_switch_forces_either_cpu_loop() -> None:
+def test_the_loop_switch_forces_any_cpu_loop() -> None:
     assert choose_loop(np, loop="compiled") is compiled
     assert choose_loop(np, loop="numpy", batch=1, hidden=32) is numpy_inplace
+    assert choose_loop(np, loop="numpy_transposed", batch=1, hidden=32) is numpy_transposed
     rnn = rnn_xp.RNN(3, 4, loop="compiled", seed=0)
     rnn(np.zeros((5, 1, 3), dtype=np.float32))
     assert rnn._cache is not None and rnn._cache.loop is compiled
@@ -160,9 +169,12 @@ def test_compiled_loop_on_other_arrays_or_without_numba_is_an_error(monkeypatch:
                                                            hidden_size=3).items()}
     with pytest.raises(ValueError, match=r"loop='compiled' runs on NumPy arrays only; got arrays of .*torch"):
         rnn_forward(torch.zeros((4, 1, 2), dtype=torch.float64), params, loop="compiled")
+    with pytest.raises(ValueError, match=r"loop='numpy_transposed' runs on NumPy arrays only"):
+        rnn_forward(torch.zeros((4, 1, 2), dtype=torch.float64), params, loop="numpy_transposed")
     monkeypatch.setattr(_plan, "numba_available", lambda: False)
-    with pytest.raises(ValueError, match=r"loop='compiled' needs numba"):
-        choose_loop(np, loop="compiled")
+    for loop in ("compiled", "numpy_transposed"):
+        with pytest.raises(ValueError, match=rf"loop='{loop}' needs numba"):
+            choose_loop(np, loop=loop)
     assert choose_loop(np, dtype="float32", batch=1, hidden=32) is numpy_inplace  # auto falls back
 
 

@@ -27,16 +27,20 @@ def _table(ratios: dict[int, float]) -> dict[tuple[int, int], dict[str, float]]:
 
 def test_the_winner_of_each_measured_cell_and_the_numpy_loop_where_none_was_measured() -> None:
     ratios = {1: 0.5, 2: 1.05, 4: 0.6, 8: 1.0, 16: 1.3}
-    assert tuning.winners(_table(ratios), (64,), (1, 2, 4, 8, 16, 32)) == {64: "cnccnn"}
+    assert tuning.winners(_table(ratios), (64,), (1, 2, 4, 8, 16, 32)) == {64: "cncnnn"}  # B=8: a tie, NumPy
+    three = {(64, 1): {"numpy": 1.0, "compiled": 0.5, "numpy_transposed": 0.6},
+             (64, 2): {"numpy": 1.0, "compiled": 1.2, "numpy_transposed": 0.9},
+             (64, 4): {"numpy": 1.0, "numpy_transposed": 1.0}}  # the compiled loop no longer measured; a tie
+    assert tuning.winners(three, (64,), (1, 2, 4, 8)) == {64: "ctnn"}
 
 
-TABLE = {("float32", 1): {32: "cccn", 64: "ccnn", 128: "cncn"}}
+TABLE = {("float32", 1): {32: "cccn", 64: "cctn", 128: "cncn"}}
 TABLE_BATCHES = (1, 2, 4, 8)
 
 
 @pytest.mark.parametrize(("hidden", "batch", "expected"), [
     (32, 4, "compiled"), (32, 8, "numpy"), (128, 2, "numpy"), (128, 4, "compiled"),  # measured cells
-    (45, 4, "compiled"), (46, 4, "numpy"),  # 45 is nearer 32 than 64 on a log scale, 46 nearer 64
+    (45, 4, "compiled"), (46, 4, "numpy_transposed"),  # 45 is nearer 32 than 64 on a log scale, 46 nearer 64
     (32, 5, "compiled"), (32, 6, "numpy"),  # 5 is nearer 4, 6 nearer 8 (log scale)
     (128, 3, "compiled"),  # log2(3) is nearer 4 than 2
     (1, 1, "compiled"),  # below the smallest: the smallest
@@ -77,7 +81,7 @@ def test_a_plan_file_round_trips_and_a_bad_one_is_refused(tmp_path: Path) -> Non
                         ('{"rnn_xp_plan": 1, "machine": {}, "batches": [1], "cpu": [{"dtype": "float32"}], '
                          '"cuda": []}', "KeyError"),
                         ('{"rnn_xp_plan": 1, "machine": {}, "batches": [1, 2], "cuda": [], "cpu": [{"dtype": '
-                         '"float32", "directions": 1, "hidden": 8, "loops": "cx"}]}', "2 letters c or n; got 8, 'cx'")):
+                         '"float32", "directions": 1, "hidden": 8, "loops": "cx"}]}', "2 letters c, n or t; got 8, cx")):
         bad = tmp_path / "bad.json"
         bad.write_text(text)
         with pytest.raises(ValueError, match=rf"bad.json is not an rnn_xp plan file.*{match}"):
@@ -144,11 +148,11 @@ def test_tune_measures_and_writes_a_plan_that_a_later_process_would_load(tmp_pat
                        batches=(1, 4), steps=3, gpu=False, budget=0.001, progress=lines.append)
     assert set(plan.cpu) == {("float32", 1), ("float32", 2)}
     assert plan.batches == (1, 4)
-    assert all(set(rows) == {8, 16} and all(len(v) == 2 and set(v) <= {"c", "n"} for v in rows.values())
+    assert all(set(rows) == {8, 16} and all(len(v) == 2 and set(v) <= {"c", "n", "t"} for v in rows.values())
                for rows in plan.cpu.values())
     assert tuning.load(tmp_path / "plan.json") == plan
     assert plan.machine == tuning.this_machine()
-    assert len(lines) >= 4 and all("ms" in line for line in lines)
+    assert len(lines) >= 4 and all("numpy_transposed" in line and "ms" in line for line in lines)
     assert tuning.active_plan() is None  # this process keeps its plan until use()
 
 

@@ -93,12 +93,12 @@ def rnn_forward(
     training : bool
     seed : int, optional
         Seed of the dropout masks (a fresh one is drawn when omitted).
-    loop : {"auto", "generic", "numpy", "compiled"}
+    loop : {"auto", "generic", "numpy", "numpy_transposed", "compiled"}
         The time loop: "auto" the plan's choice for the arrays' namespace (on NumPy the compiled loop or the NumPy
         loop, by a fixed rule of dtype, batch, hidden size and directions, or by the tuned plan file when there is
         one: :mod:`rnn_xp.tuning`; CuPy's kernels; JAX's ``lax.scan`` loop); "generic" the Array-API loop
-        everywhere (benchmarks, debugging); "numpy" / "compiled" force NumPy's in-place loop / the compiled numba
-        loop (NumPy arrays only).
+        everywhere (benchmarks, debugging); "numpy" / "numpy_transposed" / "compiled" force one of the CPU loops
+        (NumPy arrays only; the last two need numba).
         The backward uses the forward's.
 
     Returns

@@ -3,7 +3,8 @@
 - :func:`forward_direction` / :func:`backward_direction`: one direction of one layer over all T steps in one call
   (:mod:`rnn_xp.loops.compiled`), so a step costs no Python or NumPy call;
 - :func:`forward_step` / :func:`backward_step`: the elementwise rest of one step of :mod:`rnn_xp.loops.numpy_inplace`
-  after its GEMM, in one pass.
+  after its GEMM, in one pass; :func:`forward_step_transposed` the same after the GEMM of
+  :mod:`rnn_xp.loops.numpy_transposed`.
 
 Both share one activation-and-padding helper per direction (:func:`_forward_row`, :func:`_backward_row`), so the
 semantics are written once: a padded step *selects* the previous state (it is never multiplied in), relu keeps NaN,
@@ -294,6 +295,24 @@ def forward_step(
     and where step t is padding for sample b (t >= lengths[b]) the previous state (B, H) selected instead."""
     for b in range(current.shape[0]):
         _forward_row(current[b], recurrent[b], True, previous[b], t < lengths[b], relu, fast_tanh)
+
+
+@_jit
+def forward_step_transposed(
+    current: Any, recurrent_t: Any, previous: Any, lengths: Any, t: int, relu: bool, fast_tanh: bool
+) -> None:
+    """:func:`forward_step` with the recurrent term transposed: recurrent_t (H, B) = W_hh h_{t-1}^T. The add runs
+    sixteen units by every sample at a time (those sixteen rows of recurrent_t stay in L1 across the samples), then
+    the activation along contiguous rows."""
+    batch, hidden = current.shape
+    for first in range(0, hidden, 16):
+        stop = min(first + 16, hidden)
+        for b in range(batch):
+            out = current[b]
+            for j in range(first, stop):
+                out[j] += recurrent_t[j, b]
+    for b in range(batch):
+        _forward_row(current[b], current[b], False, previous[b], t < lengths[b], relu, fast_tanh)
 
 
 @_jit
