@@ -173,7 +173,8 @@ def make_module(*, sm_count: int, shared_optin: int) -> types.ModuleType:
     module.cuda = types.SimpleNamespace(  # type: ignore[attr-defined]
         Device=device, get_current_stream=lambda: types.SimpleNamespace(ptr=0),
         device=types.SimpleNamespace(get_cublas_handle=lambda: 1),
-        runtime=types.SimpleNamespace(getDeviceProperties=lambda index: {"name": b"Emulated GPU"}),
+        runtime=types.SimpleNamespace(getDevice=lambda: 0,
+                                      getDeviceProperties=lambda index: {"name": b"Emulated GPU"}),
     )
 
     def asarray(a: Any, dtype: Any = None) -> EmulatedArray:

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 from cuda_emulation import fake_cupy, launcher
 
+from rnn_xp import tuning
 from rnn_xp.cuda import _module, recurrence
 
 # A small device: problems of a few dozen units are cut into several slices, groups and tiles, as large ones are on
@@ -31,6 +32,7 @@ class Emulated:
         monkeypatch.setattr(_module, "kernel", self._kernel)
         monkeypatch.setattr(_module, "_shared_set", {})
         recurrence.clear_caches()
+        tuning._gpu_name.cache_clear()  # the name of the emulated device, not of one seen before
 
     def _kernel(self, name: str, dtype: Any, template_args: tuple[int, ...] = ()) -> Any:
         function = launcher.kernel(name, dtype, template_args)
