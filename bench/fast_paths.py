@@ -7,7 +7,6 @@ path runs. A fast path stays only where it wins at least 10% on some row.
 - 64-byte aligned parameters (rnn_xp._arrays.aligned_empty): against the same values 4 bytes off alignment;
 - contiguous W_hh^T in the NumPy loop (rnn_xp.loops.numpy_inplace.recurrent_operand): against the transposed view;
 - the transposed NumPy loop (rnn_xp.loops.numpy_transposed): against the NumPy loop, on the rows the plan sends to it;
-- the NumPy loop's fused numba passes: against the plain NumPy calls (as without numba).
 
 Both variants alternate in one process; medians of the repeats; ratio = with / without (below 0.9: the path pays).
 
@@ -75,11 +74,6 @@ PATHS: dict[str, dict[str, Any]] = {
     "transposed NumPy loop": {"applies": lambda case: cpu_loop_name("float32", case.batch, case.hidden,
                                                                      case.directions) == "numpy_transposed",
                               "loops": ("numpy_transposed", "numpy")},
-    "fused numba passes (NumPy loop)": {"applies": lambda case: cpu_loop_name("float32", case.batch, case.hidden,
-                                                                               case.directions) == "numpy",
-                                        "loops": ("numpy", "numpy"),
-                                        "without": lambda: _patched(numpy_inplace, "numba_available",
-                                                                    lambda: False)},
 }
 
 
@@ -97,9 +91,11 @@ def _nothing() -> Iterator[None]:
     yield
 
 
-def measure(budget: float) -> list[dict[str, Any]]:
+def measure(budget: float, only: str | None = None) -> list[dict[str, Any]]:
     rows = []
     for name, path in PATHS.items():
+        if only is not None and name != only:
+            continue
         for case in CASES:
             if not path["applies"](case):
                 continue
@@ -152,8 +148,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, default=Path("bench/runs"))
     parser.add_argument("--budget", type=float, default=1.0, help="seconds of timing per variant and row")
+    parser.add_argument("--only", choices=list(PATHS), default=None, help="measure this fast path only")
     args = parser.parse_args()
-    rows = measure(args.budget)
+    rows = measure(args.budget, args.only)
     header = f"{cpu_model()} ({blas()}); float32, one layer, alternating in one process, medians."
     table = markdown(rows, header)
     print(table)

@@ -4,7 +4,8 @@
   or :mod:`rnn_xp.loops.numpy_transposed` with each step's product written the other way round), by a fixed rule of
   the dtype, the batch, the hidden size and the number of directions (:func:`cpu_loop_name`): never by timings
   taken inside a call, so the same call runs the same loop, and gives the same bits, in every run and process.
-  Without numba, always the NumPy loop. ``loop="numpy"``, ``"numpy_transposed"`` or ``"compiled"`` force one.
+  Without numba, the NumPy loop where the rule names the compiled one. ``loop="numpy"``, ``"numpy_transposed"`` or
+  ``"compiled"`` force one.
 - CuPy arrays: :class:`rnn_xp.loops.cuda.CudaLoop`, unless ``RNN_XP_FORCE_GENERIC=1`` (read once, at import) or the
   caller asks for the generic loop;
 - JAX arrays: :mod:`rnn_xp.loops.jax_scan` (one ``lax.scan`` per direction), unless the caller asks for the generic
@@ -48,19 +49,19 @@ CPU_CHOICES: dict[tuple[str, int], dict[int, str]] = {
                      1024: "tncnnnnn"},
 }
 LOOP_LETTERS = {"c": "compiled", "n": "numpy", "t": "numpy_transposed"}
-NUMBA_LOOPS = ("compiled", "numpy_transposed")
+CPU_LOOPS = ("numpy", "numpy_transposed", "compiled")
 
 
 def cpu_loop_name(dtype: str, batch: int, hidden: int, directions: int) -> str:
     """"compiled", "numpy" or "numpy_transposed": the loop for a NumPy layer of this dtype, batch, hidden size and
     directions, from the tuned plan's table when one is loaded and measured this dtype and directions
     (:func:`rnn_xp.tuning.active_plan`), else from :data:`CPU_CHOICES`."""
-    if not numba_available():
-        return "numpy"
     plan = tuning.active_plan()
     if plan is not None and (dtype, directions) in plan.cpu:
-        return lookup(plan.cpu, plan.batches, dtype, batch, hidden, directions)
-    return lookup(CPU_CHOICES, BATCHES, dtype, batch, hidden, directions)
+        name = lookup(plan.cpu, plan.batches, dtype, batch, hidden, directions)
+    else:
+        name = lookup(CPU_CHOICES, BATCHES, dtype, batch, hidden, directions)
+    return "numpy" if name == "compiled" and not numba_available() else name
 
 
 def lookup(choices: dict[tuple[str, int], dict[int, str]], batches: Sequence[int], dtype: str, batch: int,
@@ -89,13 +90,13 @@ def choose_loop(
     Raises
     ------
     ValueError
-        ``loop="numpy"``/``"compiled"`` on arrays that are not NumPy's, or ``"compiled"`` without numba.
+        A CPU loop forced on arrays that are not NumPy's, or ``"compiled"`` without numba.
     """
-    if loop in ("numpy", *NUMBA_LOOPS) and not is_numpy(xp):
+    if loop in CPU_LOOPS and not is_numpy(xp):
         msg = f"loop={loop!r} runs on NumPy arrays only; got arrays of {xp.__name__}"
         raise ValueError(msg)
-    if loop in NUMBA_LOOPS and not numba_available():
-        msg = f"loop={loop!r} needs numba (pip install 'rnn-xp[fast]'); it is not installed"
+    if loop == "compiled" and not numba_available():
+        msg = "loop='compiled' needs numba (pip install 'rnn-xp[fast]'); it is not installed"
         raise ValueError(msg)
     if loop == "generic":
         return generic_loop()

@@ -98,7 +98,7 @@ def rnn_forward(
         loop, by a fixed rule of dtype, batch, hidden size and directions, or by the tuned plan file when there is
         one: :mod:`rnn_xp.tuning`; CuPy's kernels; JAX's ``lax.scan`` loop); "generic" the Array-API loop
         everywhere (benchmarks, debugging); "numpy" / "numpy_transposed" / "compiled" force one of the CPU loops
-        (NumPy arrays only; the last two need numba).
+        (NumPy arrays only; the last needs numba).
         The backward uses the forward's.
 
     Returns

@@ -1,14 +1,10 @@
-"""The numba kernels of the CPU loops; importing this module imports numba.
+"""The numba kernels of the compiled CPU loop (:mod:`rnn_xp.loops.compiled`); importing this module imports numba.
 
-- :func:`forward_direction` / :func:`backward_direction`: one direction of one layer over all T steps in one call
-  (:mod:`rnn_xp.loops.compiled`), so a step costs no Python or NumPy call;
-- :func:`forward_step` / :func:`backward_step`: the elementwise rest of one step of :mod:`rnn_xp.loops.numpy_inplace`
-  after its GEMM, in one pass; :func:`forward_step_transposed` the same after the GEMM of
-  :mod:`rnn_xp.loops.numpy_transposed`.
-
-Both share one activation-and-padding helper per direction (:func:`_forward_row`, :func:`_backward_row`), so the
-semantics are written once: a padded step *selects* the previous state (it is never multiplied in), relu keeps NaN,
-and where a gradient does not pass (padding; a relu unit that is off) it is set to 0, never multiplied by 0.
+:func:`forward_direction` / :func:`backward_direction` run one direction of one layer over all T steps in one call,
+so a step costs no Python or NumPy call. Each step ends in one activation-and-padding helper per direction
+(:func:`_forward_row`, :func:`_backward_row`), so the semantics are written once: a padded step *selects* the previous
+state (it is never multiplied in), relu keeps NaN, and where a gradient does not pass (padding; a relu unit that is
+off) it is set to 0, never multiplied by 0.
 
 The recurrent product is written as a sum of rows (``acc[b, :] += h[b, k] * W^T[k, :]``): the inner loop is an AXPY
 over contiguous memory that LLVM vectorises without reassociating a sum (so no fast-math beyond FMA contraction: NaN
@@ -191,19 +187,14 @@ def add_row_dots(out: Any, left: Any, weight: Any, first: int, stop: int) -> Non
 
 
 @_jit
-def _forward_row(out: Any, extra: Any, add_extra: bool, before: Any, inside: bool, relu: bool,
-                 fast_tanh: bool) -> None:
-    """One sample's hidden units after the recurrent product: out (H,) holds the pre-activation (less ``extra``
-    (H,) when ``add_extra``) on entry and h_t on return; where the step is padding (not ``inside``) the previous
-    state ``before`` (H,) is selected instead."""
+def _forward_row(out: Any, before: Any, inside: bool, relu: bool, fast_tanh: bool) -> None:
+    """One sample's hidden units after the recurrent product: out (H,) holds the pre-activation on entry and h_t on
+    return; where the step is padding (not ``inside``) the previous state ``before`` (H,) is selected instead."""
     hidden = out.shape[0]
     if not inside:
         for j in range(hidden):
             out[j] = before[j]
         return
-    if add_extra:
-        for j in range(hidden):
-            out[j] += extra[j]
     if relu:
         for j in range(hidden):
             value = out[j]
@@ -261,7 +252,7 @@ def forward_direction(
         else:
             add_product(current, previous, weight, 0, batch)
         for b in range(batch):
-            _forward_row(current[b], current[b], False, previous[b], t < lengths[b], relu, fast_tanh)
+            _forward_row(current[b], previous[b], t < lengths[b], relu, fast_tanh)
 
 
 @_jit
@@ -285,42 +276,3 @@ def backward_direction(
         for b in range(batch):
             if t < lengths[b]:
                 carry[b] = product[b]
-
-
-@_jit
-def forward_step(
-    current: Any, recurrent: Any, previous: Any, lengths: Any, t: int, relu: bool, fast_tanh: bool
-) -> None:
-    """The elementwise rest of a NumPy-loop step, in one pass: current (B, H) += recurrent (B, H), the activation,
-    and where step t is padding for sample b (t >= lengths[b]) the previous state (B, H) selected instead."""
-    for b in range(current.shape[0]):
-        _forward_row(current[b], recurrent[b], True, previous[b], t < lengths[b], relu, fast_tanh)
-
-
-@_jit
-def forward_step_transposed(
-    current: Any, recurrent_t: Any, previous: Any, lengths: Any, t: int, relu: bool, fast_tanh: bool
-) -> None:
-    """:func:`forward_step` with the recurrent term transposed: recurrent_t (H, B) = W_hh h_{t-1}^T. The add runs
-    sixteen units by every sample at a time (those sixteen rows of recurrent_t stay in L1 across the samples), then
-    the activation along contiguous rows."""
-    batch, hidden = current.shape
-    for first in range(0, hidden, 16):
-        stop = min(first + 16, hidden)
-        for b in range(batch):
-            out = current[b]
-            for j in range(first, stop):
-                out[j] += recurrent_t[j, b]
-    for b in range(batch):
-        _forward_row(current[b], current[b], False, previous[b], t < lengths[b], relu, fast_tanh)
-
-
-@_jit
-def backward_step(
-    grad: Any, grad_state: Any, carry: Any, state: Any, lengths: Any, t: int, relu: bool, one: Any
-) -> None:
-    """The elementwise part of a NumPy-loop backward step, in one pass: grad (B, H) = act'(state) * (grad_state +
-    carry), set to 0 (never multiplied by 0) on padding and, for relu, where the unit is off (state <= 0)."""
-    for b in range(grad.shape[0]):
-        _backward_row(grad[b], grad_state[b], carry[b], state[b], t < lengths[b], relu, one)
-

@@ -1,10 +1,10 @@
 """The NumPy loop with each step's product written the other way round: ``W_hh h_{t-1}^T`` into an (H, B) buffer,
-then one fused numba pass that adds it, transposed, and applies the activation.
+added back transposed.
 
-Interface: :class:`rnn_xp.loops.TimeLoop`; the backward, and everything but the forward step's product, are
-:mod:`rnn_xp.loops.numpy_inplace`'s. Why: OpenBLAS runs some shapes much faster this way (at small B and large H it
-multiplies by W_hh as it is stored, and writes a short row per unit); which shapes is machine-specific, so the plan
-measures it (``bench/results/*-loop-rule.md``). Needs numba (the fused pass): the plan picks it only with numba.
+Interface: :class:`rnn_xp.loops.TimeLoop`; the backward, and the rest of each forward step, are
+:mod:`rnn_xp.loops.numpy_inplace`'s. Why: OpenBLAS runs some shapes much faster this way (at large H it multiplies
+by W_hh as it is stored, and writes a short row per unit); which shapes is machine-specific, so the plan measures it
+(``bench/results/*-loop-rule.md``).
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from rnn_xp.loops import LayerForward, host_lengths, numpy_inplace, steps
+from rnn_xp.loops import LayerForward, numpy_inplace, steps
 
 TRUNCATES = False
 
@@ -21,21 +21,19 @@ backward_layer = numpy_inplace.backward_layer
 
 
 def forward_layer(xp: Any, layer: LayerForward) -> list[np.ndarray]:
-    from rnn_xp.loops import numba_kernels
-
     num_steps, batch, hidden = layer.shape
-    lengths = host_lengths(layer.lengths, num_steps, batch)
-    relu, fast_tanh = layer.nonlinearity == "relu", layer.projections[0].dtype == np.float32
+    outside = None if layer.lengths is None else ~numpy_inplace.inside(layer.lengths, num_steps)
     for direction, (states, bias, weight_hh, h0) in enumerate(
         zip(layer.projections, layer.biases, layer.weights_hh, layer.h0s, strict=True)
     ):
         if bias is not None:
             states += bias
-        weight = np.ascontiguousarray(weight_hh)
         recurrent_t = np.empty((hidden, batch), dtype=states.dtype)
         previous = h0
         for t in steps(num_steps, direction):
-            np.matmul(weight, previous.T, out=recurrent_t)
-            numba_kernels.forward_step_transposed(states[t], recurrent_t, previous, lengths, t, relu, fast_tanh)
-            previous = states[t]
+            current = states[t]
+            np.matmul(weight_hh, previous.T, out=recurrent_t)
+            current += recurrent_t.T
+            numpy_inplace.finish_step(current, previous, None if outside is None else outside[t], layer.nonlinearity)
+            previous = current
     return layer.projections
