@@ -2,8 +2,10 @@
 and two directions, hidden sizes 32..1024 and batches 1..128, a layer's forward (T=64, I=64) in each CPU loop (the
 NumPy loop, the compiled loop, the transposed NumPy loop), alternating, median of the repeats
 (:func:`rnn_xp.tuning.measure_cpu`, the very code ``rnn-xp tune`` runs on a user's machine). ``--rounds N`` measures
-the whole grid N times and takes each cell's median over the rounds (near the crossover the two loops are within a
-few percent, and one round's noise can flip a cell); the table shows the median ratio and the spread over the rounds.
+the whole grid N times; each cell's choice takes, per loop, the median over the rounds of its time / the NumPy loop's
+time in the same round (the loops alternate within a round, so a round's ratio is fair even when the machine was
+disturbed, and the median drops a round where the disturbance hit one loop); the table shows that median ratio and
+the spread over the rounds.
 
 Writes <out>/<cpu>-loop-rule.json and .md (default out: bench/runs, which git ignores; the project's run is kept in
 bench/results/) and prints the table as the Python literal that ``rnn_xp/_plan.py`` holds:
@@ -32,27 +34,26 @@ OTHERS = (("compiled", "compiled loop"), ("numpy_transposed", "transposed NumPy 
 
 def measure(budget: float, rounds: int) -> dict[str, Any]:
     rows = []
-    choices = {}
     for dtype, directions in CONFIGS:
         tables = [tuning.measure_cpu(dtype, directions, budget=budget, progress=print) for _ in range(rounds)]
-        merged = {}
         for key in sorted(set().union(*tables)):
             seen = [table[key] for table in tables if key in table]
-            merged[key] = {loop: statistics.median(s[loop] for s in seen if loop in s)
-                           for loop in LOOPS if any(loop in s for s in seen)}
             row = {"dtype": dtype, "directions": directions, "hidden": key[0], "batch": key[1]}
-            row.update({f"{loop}_s": seconds for loop, seconds in merged[key].items()})
+            row.update({f"{loop}_s": statistics.median(s[loop] for s in seen if loop in s)
+                        for loop in LOOPS if any(loop in s for s in seen)})
             row["ratios"] = {loop: sorted(s[loop] / s["numpy"] for s in seen if loop in s) for loop, _ in OTHERS}
             rows.append(row)
-        choices[f"{dtype},{directions}"] = tuning.winners(merged, tuning.HIDDEN_SIZES, tuning.BATCHES)
-    return {"machine": {**tuning.this_machine(), "blas": blas()}, "steps": tuning.STEPS, "rounds": rounds,
-            "input_size": tuning.INPUT_SIZE, "batches": list(tuning.BATCHES), "rows": rows, "choices": choices}
+    result = {"machine": {**tuning.this_machine(), "blas": blas()}, "steps": tuning.STEPS, "rounds": rounds,
+              "input_size": tuning.INPUT_SIZE, "batches": list(tuning.BATCHES), "rows": rows}
+    return refit(result)
 
 
 def refit(result: dict[str, Any]) -> dict[str, Any]:
-    """The choices of an earlier result, recomputed from its medians (when the fit changes, not the timings)."""
+    """The result with its choices (re)computed from the rows' median ratios over the rounds."""
+    result["choices"] = {}
     for dtype, directions in CONFIGS:
-        table = {(r["hidden"], r["batch"]): {loop: r[f"{loop}_s"] for loop in LOOPS if f"{loop}_s" in r}
+        table = {(r["hidden"], r["batch"]): {"numpy": 1.0} | {loop: statistics.median(ratios)
+                                                               for loop, ratios in r["ratios"].items() if ratios}
                  for r in result["rows"] if (r["dtype"], r["directions"]) == (dtype, directions)}
         result["choices"][f"{dtype},{directions}"] = tuning.winners(table, tuning.HIDDEN_SIZES, tuning.BATCHES)
     return result
@@ -64,10 +65,11 @@ def markdown(result: dict[str, Any]) -> str:
     lines = [
         f"{machine['cpu']} ({machine['usable_cpus']} usable CPUs, {machine['blas']}); a layer's forward, "
         f"T={result['steps']}, I={result['input_size']}, {result['rounds']} rounds: each loop's time / the NumPy "
-        "loop's time, each time the median over the rounds, with the lowest and highest round's ratio (**bold**, "
-        "below 1: faster than the NumPy loop; blank: not measured, counted as slower). *plan*: the letters of "
-        "rnn_xp._plan.CPU_CHOICES, one per batch, the fastest loop of the cell: c the compiled loop, n the NumPy "
-        "loop, t the transposed NumPy loop.", "",
+        "loop's time in the same round, the median over the rounds, with the lowest and highest round's ratio "
+        f"(**bold**, at most {tuning.WIN_MARGIN}: fast enough to be chosen; blank: not measured). *plan*: the "
+        "letters of rnn_xp._plan.CPU_CHOICES, one per batch: the NumPy loop (n) unless the compiled loop (c) or the "
+        f"transposed NumPy loop (t) takes at most {tuning.WIN_MARGIN} of its time, then the faster of those "
+        "(rnn_xp.tuning.winners).", "",
     ]
     by_key = {(r["dtype"], r["directions"], r["hidden"], r["batch"]): r for r in result["rows"]}
     for dtype, directions in CONFIGS:
@@ -83,10 +85,10 @@ def markdown(result: dict[str, Any]) -> str:
                     if row is None or f"{loop}_s" not in row:
                         cells.append("")
                         continue
-                    ratio = row[f"{loop}_s"] / row["numpy_s"]
                     spread = row["ratios"][loop]
+                    ratio = statistics.median(spread)
                     spread_text = f" ({spread[0]:.2f}-{spread[-1]:.2f})" if len(spread) > 1 else ""
-                    cells.append((f"**{ratio:.2f}**" if ratio < 1.0 else f"{ratio:.2f}") + spread_text)
+                    cells.append((f"**{ratio:.2f}**" if ratio <= tuning.WIN_MARGIN else f"{ratio:.2f}") + spread_text)
                 lines.append(f"| {hidden} | " + " | ".join(cells) + f" | `{choices[str(hidden)]}` |")
             lines.append("")
     return "\n".join(lines)

@@ -33,19 +33,20 @@ from rnn_xp.loops import TimeLoop, numba_available
 
 FORCE_GENERIC: bool = os.environ.get("RNN_XP_FORCE_GENERIC", "").strip().lower() in {"1", "true", "yes", "on"}
 
-# Which CPU loop was faster on this project's machine (a 2-core AMD EPYC; the median of three rounds of
-# bench/loop_rule.py, which runs rnn_xp.tuning.measure_cpu; the ratios are in bench/results/amd-epyc-loop-rule.md),
-# by (dtype, directions) and hidden size: one letter per batch of BATCHES, "c" the compiled loop, "n" the NumPy loop,
-# "t" the NumPy loop with the step's product transposed.
+# The CPU loop for each measured cell on this project's machine (a 2-core AMD EPYC; three rounds of
+# bench/loop_rule.py, which runs rnn_xp.tuning.measure_cpu and picks by rnn_xp.tuning.winners; the ratios are in
+# bench/results/amd-epyc-loop-rule.md), by (dtype, directions) and hidden size: one letter per batch of BATCHES,
+# "n" the NumPy loop, unless "c" the compiled loop or "t" the NumPy loop with the step's product transposed took at
+# most 0.9 of its time there.
 BATCHES = (1, 2, 4, 8, 16, 32, 64, 128)
 CPU_CHOICES: dict[tuple[str, int], dict[int, str]] = {
-    ("float32", 1): {32: "ccccccnn", 64: "cccccnnn", 128: "ccccnnnn", 256: "ctnntnnn", 512: "ctcttnnn",
-                     1024: "tttttttt"},
-    ("float32", 2): {32: "ccccccnn", 64: "cccccnnn", 128: "ccccnncc", 256: "ctnnttnn", 512: "ctccttnn",
-                     1024: "tttttttt"},
-    ("float64", 1): {32: "cccnnnnn", 64: "ccnnnnnn", 128: "cnnnnnnn", 256: "cnnnnnnn", 512: "ctnnnnnn",
+    ("float32", 1): {32: "cccccnnn", 64: "ccccnnnn", 128: "cccnnnnn", 256: "cnnncnnn", 512: "ctcctnnn",
+                     1024: "tttttttn"},
+    ("float32", 2): {32: "cccccnnn", 64: "ccccnnnn", 128: "cccnnncn", 256: "cnnncnnn", 512: "ctcttttn",
+                     1024: "tttttttn"},
+    ("float64", 1): {32: "cccnnnnn", 64: "cnnnnnnn", 128: "cnnnnnnn", 256: "tnnntnnn", 512: "ttntnnnn",
                      1024: "tnnnnnnn"},
-    ("float64", 2): {32: "ccnnnnnn", 64: "cnnnnnnn", 128: "cnnnnnnn", 256: "cnnnnnnn", 512: "ctnnnnnn",
+    ("float64", 2): {32: "ccnnnnnn", 64: "cnnnnnnn", 128: "cnnnnnnn", 256: "cnnntnnn", 512: "ttntnnnn",
                      1024: "tncnnnnn"},
 }
 LOOP_LETTERS = {"c": "compiled", "n": "numpy", "t": "numpy_transposed"}

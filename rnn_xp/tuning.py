@@ -44,6 +44,7 @@ BATCHES = (1, 2, 4, 8, 16, 32, 64, 128)
 STEPS = 64  # the sequence length every choice is timed at
 INPUT_SIZE = 64
 CPU_LETTERS = {"compiled": "c", "numpy": "n", "numpy_transposed": "t"}  # as rnn_xp._plan.LOOP_LETTERS
+WIN_MARGIN = 0.9  # a loop other than the NumPy loop is chosen only where it takes at most this share of its time
 CUDA_PATHS = ("registers", "persistent", "per_step")  # the CUDA paths a plan may choose (rnn_xp.cuda.recurrence)
 
 
@@ -310,18 +311,16 @@ def measure_cpu(
 def winners(
     table: dict[tuple[int, int], dict[str, float]], hidden_sizes: Sequence[int], batches: Sequence[int]
 ) -> dict[int, str]:
-    """{hidden: letters}, one letter per batch (:data:`CPU_LETTERS`): the fastest of the loops measured there; "n"
-    (the NumPy loop) where the batch was not measured. Ties go to the NumPy loop, then the compiled one."""
-    order = ("numpy", "compiled", "numpy_transposed")
-    return {
-        hidden: "".join(
-            CPU_LETTERS[min((loop for loop in order if loop in table[(hidden, batch)]),
-                            key=lambda loop, cell=table[(hidden, batch)]: cell[loop])]  # type: ignore[misc]
-            if (hidden, batch) in table else "n"
-            for batch in batches
-        )
-        for hidden in hidden_sizes
-    }
+    """{hidden: letters}, one letter per batch (:data:`CPU_LETTERS`): the NumPy loop, unless another loop measured
+    there takes at most :data:`WIN_MARGIN` of its time (then the fastest such loop); "n" where the batch was not
+    measured. The margin keeps near-ties, which flip from one run to the next, on the plain loop."""
+
+    def letter(cell: dict[str, float]) -> str:
+        faster = {loop: t for loop, t in cell.items() if loop == "numpy" or t <= WIN_MARGIN * cell["numpy"]}
+        return CPU_LETTERS[min(faster, key=faster.__getitem__)]
+
+    return {hidden: "".join(letter(table[(hidden, batch)]) if (hidden, batch) in table else "n" for batch in batches)
+            for hidden in hidden_sizes}
 
 
 def measure_cuda(
