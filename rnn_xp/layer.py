@@ -163,20 +163,7 @@ class RNN(PerThreadState):
         return self._xp
 
     def __repr__(self) -> str:
-        options = [f"{self.input_size}, {self.hidden_size}"]
-        if self.num_layers != 1:
-            options.append(f"num_layers={self.num_layers}")
-        if self.nonlinearity != "tanh":
-            options.append(f"nonlinearity={self.nonlinearity!r}")
-        if not self.bias:
-            options.append("bias=False")
-        if self.batch_first:
-            options.append("batch_first=True")
-        if self.dropout:
-            options.append(f"dropout={self.dropout}")
-        if self.bidirectional:
-            options.append("bidirectional=True")
-        options.append(f"device={self.device!r}, dtype={self.dtype!r}")
+        options = [*constructor_options(self), f"device={self.device!r}, dtype={self.dtype!r}"]
         return f"RNN({', '.join(options)})"
 
     def train(self, mode: bool = True) -> RNN:
@@ -350,6 +337,25 @@ class RNN(PerThreadState):
         grad_x, grad_h0, grads = rnn_backward(self._cache, grad_out, grad_h_n, bptt_truncate=bptt_truncate)
         self.grads = grads
         return grad_x, grad_h0
+
+
+def constructor_options(rnn: Any) -> list[str]:
+    """The sizes and the options that differ from torch.nn.RNN's defaults, as they are written in a constructor call
+    (for the reprs of :class:`RNN` and :class:`rnn_xp.torch.RNN`)."""
+    options = [f"{rnn.input_size}, {rnn.hidden_size}"]
+    if rnn.num_layers != 1:
+        options.append(f"num_layers={rnn.num_layers}")
+    if rnn.nonlinearity != "tanh":
+        options.append(f"nonlinearity={rnn.nonlinearity!r}")
+    if not rnn.bias:
+        options.append("bias=False")
+    if rnn.batch_first:
+        options.append("batch_first=True")
+    if rnn.dropout:
+        options.append(f"dropout={rnn.dropout}")
+    if rnn.bidirectional:
+        options.append("bidirectional=True")
+    return options
 
 
 def _on_device(host: np.ndarray, device: Any) -> Any:

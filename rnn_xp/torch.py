@@ -69,6 +69,7 @@ from torch.nn.utils.rnn import PackedSequence
 from rnn_xp._checks import check_bool, check_dropout, check_nonlinearity, check_positive_int
 from rnn_xp._device import import_cupy
 from rnn_xp.functional import ForwardCache, rnn_backward, rnn_forward
+from rnn_xp.layer import constructor_options
 from rnn_xp.params import ParamLayout
 
 __all__ = ["RNN"]
@@ -169,20 +170,7 @@ class RNN(nn.Module):
         """Nothing to do (torch.nn.RNN packs its weights for cuDNN here); rnn_xp reads each parameter in place."""
 
     def extra_repr(self) -> str:
-        options = [f"{self.input_size}, {self.hidden_size}"]
-        if self.num_layers != 1:
-            options.append(f"num_layers={self.num_layers}")
-        if self.nonlinearity != "tanh":
-            options.append(f"nonlinearity={self.nonlinearity!r}")
-        if not self.bias:
-            options.append("bias=False")
-        if self.batch_first:
-            options.append("batch_first=True")
-        if self.dropout:
-            options.append(f"dropout={self.dropout}")
-        if self.bidirectional:
-            options.append("bidirectional=True")
-        return ", ".join(options)
+        return ", ".join(constructor_options(self))
 
     def forward(self, input: Any, hx: torch.Tensor | None = None) -> tuple[Any, torch.Tensor]:
         """Run the layer, as torch.nn.RNN.forward.

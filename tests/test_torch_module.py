@@ -562,3 +562,10 @@ class _OnCuda:
         input = input.to("cuda")
         out, h_n = self.module(input, None if hx is None else hx.to("cuda"))
         return out.to("cpu"), h_n.to("cpu")
+
+
+def test_repr_is_torchs() -> None:
+    """The module prints as torch.nn.RNN does (rnn_xp also names a relu nonlinearity, which torch leaves out)."""
+    for options in ({}, dict(num_layers=2, bias=False, batch_first=True, dropout=0.5, bidirectional=True)):
+        assert repr(rxt.RNN(3, 4, **options)) == repr(torch.nn.RNN(3, 4, **options))
+    assert "nonlinearity='relu'" in repr(rxt.RNN(3, 4, nonlinearity="relu"))
