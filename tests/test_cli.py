@@ -64,9 +64,10 @@ def test_bench_writes_json_table_and_plots(tmp_path: Path) -> None:
     table = (tmp_path / "run.md").read_text()
     assert "## cpu, forward" in table and "numpy-loop ms (rnn_xp speedup)" in table
     pytest.importorskip("matplotlib")
-    for suffix in ("throughput", "speedup-vs-peers", "gpu-over-cpu"):
+    for suffix in ("throughput", "speedup-vs-peers"):
         png = tmp_path / f"run-{suffix}.png"
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert not (tmp_path / "run-gpu-over-cpu.png").exists()  # no GPU: no figure; the verdict says so
 
 
 def test_missing_peer_is_reported_not_dropped(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
