@@ -149,7 +149,13 @@ def test_train_and_sample_commands(tmp_path: Path, capsys: pytest.CaptureFixture
     summary = json.loads((out / "charlm-summary.json").read_text())
     assert summary["updates"] == 30 and summary["held_out_bits_per_char"] > 0
     assert (out / "charlm.safetensors").exists()
-    capsys.readouterr()
+    printed = capsys.readouterr()
+    # One held-out figure, with what it is; the progress bar shows training figures only.
+    figures = [line for line in printed.out.splitlines() if "bits per character" in line]
+    assert figures == [line for line in printed.out.splitlines() if line.startswith("held-out: ")]
+    assert len(figures) == 1 and f"held-out: {summary['held_out_bits_per_char']:.3f} bits per character (" in \
+        figures[0] and "never trained on" in figures[0]
+    assert "held_out" not in printed.err
     assert main(["sample", "--checkpoint", str(out / "charlm.safetensors"), "--length", "40", "--prime", "x = ",
                  "--seed", "1"]) == 0
     sampled = capsys.readouterr().out.rstrip("\n")
