@@ -64,7 +64,7 @@ docs: $(VENV)/.docs
 
 lint: $(VENV)/.test
 	$(PIP) ruff mypy
-	$(BIN)/ruff check rnn_xp tests bench
+	$(BIN)/ruff check rnn_xp tests bench docs
 	$(BIN)/mypy rnn_xp
 
 clean:

@@ -160,7 +160,7 @@ class Adagrad(Optimizer):
 
 
 def clip_grad_norm(grads: dict[str, Any], max_norm: float) -> tuple[dict[str, Any], float]:
-    """Scale all gradients by ``min(1, max_norm / (total_norm + 1e-6))``, as torch.nn.utils.clip_grad_norm_.
+    """Scale all gradients by ``min(1, max_norm / (total_norm + 1e-6))``, as ``torch.nn.utils.clip_grad_norm_``.
 
     Returns the scaled gradients and the total (L2) norm before scaling.
     """
