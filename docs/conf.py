@@ -29,8 +29,8 @@ exclude_patterns = ["_build", "_generated", "api/generated/*.md"]
 root_doc = "index"
 
 # The optional dependencies are not needed to build the reference: their modules are mocked.
-autodoc_mock_imports = ["cupy", "torch", "jax", "onnx", "onnxruntime", "dask", "distributed", "keras", "numba",
-                        "tqdm", "matplotlib"]
+autodoc_mock_imports = ["cupy", "torch", "jax", "onnx", "onnxruntime", "dask", "distributed", "cloudpickle", "keras",
+                        "numba", "tqdm", "matplotlib"]
 autosummary_generate = True
 autodoc_typehints = "none"
 numpydoc_show_class_members = False
