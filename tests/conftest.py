@@ -120,3 +120,29 @@ def dask_client() -> Any:
             distributed.Client(cluster, timeout="60s") as client:
         client.wait_for_workers(2, timeout=60)
         yield client
+
+
+SKIP_REASONS_SHOWN = 8  # reasons listed before "+N more"
+
+
+def skip_summary(reports: list[Any]) -> list[str]:
+    """Skipped tests counted by reason, most first, in a few lines (``pytest -rs`` lists every one)."""
+    counts: dict[str, int] = {}
+    for report in reports:
+        reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)
+        reason = reason.removeprefix("Skipped: ")
+        counts[reason] = counts.get(reason, 0) + 1
+    ordered = sorted(counts.items(), key=lambda item: (-item[1], item[0]))
+    lines = [f"{count:5d}  {reason}" for reason, count in ordered[:SKIP_REASONS_SHOWN]]
+    rest = ordered[SKIP_REASONS_SHOWN:]
+    if rest:
+        lines.append(f"{sum(c for _, c in rest):5d}  for {len(rest)} other reasons (pytest -rs lists every skip)")
+    return lines
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    skipped = terminalreporter.stats.get("skipped", [])
+    if skipped:
+        terminalreporter.write_sep("-", f"{len(skipped)} skipped, by reason")
+        for line in skip_summary(skipped):
+            terminalreporter.write_line(line)

@@ -203,23 +203,30 @@ def test_compare_geometric_mean_per_implementation() -> None:
     assert math.isclose(means[("rnn_xp", "cpu")]["geomean"] * means[("torch", "cpu")]["geomean"], 2.0)
 
 
-def test_verdict_warns_of_a_busy_machine() -> None:
+def test_verdict_warns_of_a_busy_machine_only_when_others_used_the_cpus_during_the_sweep() -> None:
     rows = [_row("cpu", "fwd", Case(8, 1, 4, 8), {"rnn_xp": 1.0})]
     machine = {"cpu": {"logical_cores": 2}}
-    quiet = _result(rows, machine=machine, load_average={"before": 0.3, "after": 2.1})
-    busy = _result(rows, machine=machine, load_average={"before": 3.9, "after": 5.9})
-    assert not any("busy machine" in line for line in verdict(quiet))
+    quiet = _result(rows, machine=machine, other_load={"wall_s": 60.0, "own_cpu_s": 110.0, "other_cpu_s": 3.0,
+                                                       "other_cores": 0.05})
+    busy = _result(rows, machine=machine, other_load={"wall_s": 60.0, "own_cpu_s": 70.0, "other_cpu_s": 54.0,
+                                                      "other_cores": 0.9})
+    unknown = _result(rows, machine=machine, other_load=None)
+    assert not any("busy machine" in line for line in verdict(quiet) + verdict(unknown))
     text = " ".join(" ".join(verdict(busy)).split())
-    assert "busy machine: 1-minute load average 3.9 before the sweep and 5.9 after it, on 2 logical cores" in text
+    assert "busy machine: other processes kept 0.9 of the 2 logical cores busy on average during the sweep (54 " \
+           "CPU-seconds in 60 s, this process's own time left out)" in text
 
 
-def test_sweep_records_the_load_average() -> None:
+def test_sweep_records_what_other_processes_used_during_it() -> None:
     config = sweep.SweepConfig(devices=["cpu"], seq_lens=(3,), batches=(2,), hidden=(4,), input_size=3,
                                peers=(), quick=True, max_seconds=0.005, directions=("fwd",))
     result = sweep.run_sweep(config, progress_bar=False)
-    if not hasattr(os, "getloadavg"):
-        pytest.skip("no load average on this OS")
-    assert result["load_average"]["before"] >= 0 and result["load_average"]["after"] >= 0
+    if not os.path.exists("/proc/stat"):
+        assert result["other_load"] is None
+        return
+    load = result["other_load"]
+    assert load["wall_s"] > 0 and load["own_cpu_s"] >= 0 and load["other_cpu_s"] >= 0
+    assert load["other_cores"] == pytest.approx(load["other_cpu_s"] / load["wall_s"])
 
 
 def test_a_sweep_can_time_only_some_implementations_and_still_checks_the_rest() -> None:

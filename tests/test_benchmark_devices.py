@@ -125,11 +125,11 @@ def test_the_gpu_cpu_heatmaps_cover_t_and_b(fake_gpu: dict[str, Modelled], tmp_p
     panels = []
     original = plots._heatmap
 
-    def recording(plt: Any, ax: Any, rows: list[dict[str, Any]], value: Any, title: str) -> None:
-        if title.startswith("rnn_xp GPU/CPU"):
+    def recording(plt: Any, ax: Any, rows: list[dict[str, Any]], value: Any, title: str, **options: Any) -> Any:
+        if options.get("limit") == plots.GPU_LIMIT:
             cells = {(r["case"]["batch"], r["case"]["seq_len"]): value(r) for r in rows}
             panels.append((title, cells))
-        original(plt, ax, rows, value, title)
+        return original(plt, ax, rows, value, title, **options)
 
     monkeypatch.setattr(plots, "_heatmap", recording)
     figures = plots.draw(result, tmp_path, "fake")

@@ -190,10 +190,10 @@ def test_bad_arguments_are_refused_naming_them(dask_client: Any) -> None:
         keras.stream_step(da.zeros((4, STEPS, 3), chunks=(2, STEPS, 3)), np.zeros((4, 4)))
 
 
-def test_the_readme_example_runs_and_prints_what_the_readme_shows(tmp_path: Path) -> None:
-    """The 'Beyond one machine' example, run as the script a user would save (its own local cluster)."""
+def test_the_documented_example_runs_and_prints_what_the_page_shows(tmp_path: Path) -> None:
+    """The first example of docs/dask.md, run as the script a user would save (its own local cluster)."""
     root = Path(__file__).resolve().parent.parent
-    section = (root / "README.md").read_text().split("## Beyond one machine", 1)[1].split("\n## ", 1)[0]
+    section = (root / "docs" / "dask.md").read_text().split("\n## ", 1)[0]
     code, printed = re.findall(r"```(?:python)?\n(.*?)```", section, flags=re.DOTALL)[:2]
     script = tmp_path / "example.py"
     script.write_text(code)

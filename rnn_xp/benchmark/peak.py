@@ -1,14 +1,13 @@
 """A device's GEMM peak, the ceiling rows are compared with: the best of many short measurements over the sweep.
 
-One measurement is not enough on a shared machine: a sweep that measured its peak once, while another process held
-the cores, got 95 GFLOP/s where five later measurements gave 200-206, and its rows then reached "143% of peak".
-:class:`GemmPeak` samples at the start and again between the sweep's cases, so the samples span the same stretch
-of time as the rows; the peak is the best of them (interference only ever slows a GEMM down).
+One measurement is not enough on a shared machine: taken while another process holds the cores, it can land at half
+the ceiling, and rows then reach more than "100% of peak". :class:`GemmPeak` samples at the start and again between
+the sweep's cases, so the samples span the same stretch of time as the rows; the peak is the best of them
+(interference only ever slows a GEMM down).
 
 The matrices are small enough for one call to last milliseconds: on a CPU the scheduler hands cores out in slices
 of a few milliseconds, so on a busy machine a 0.1 s call is almost never undisturbed while a 1 ms call often is.
-Measured on this project's 2-core machine at a load average of 5 (40 s, interleaved): the best n=2048 call reached
-105 GFLOP/s, n=1024 140, n=768 280 and n=512 273. Several sizes are sampled and the best of all counts.
+Several sizes are sampled and the best of all counts.
 """
 
 from __future__ import annotations

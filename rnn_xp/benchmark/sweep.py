@@ -11,7 +11,6 @@ keeps every finished row.
 from __future__ import annotations
 
 import itertools
-import os
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -19,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from rnn_xp.benchmark import cpu_load
 from rnn_xp.benchmark.cases import Case
 from rnn_xp.benchmark.peak import GemmPeak
 from rnn_xp.benchmark.peers import NumpyLoop, Peer, RnnXp, Torch
@@ -121,8 +121,8 @@ def run_sweep(
         "missing_peers": [],
         "rows": [],
         "interrupted": False,
-        "load_average": {"before": _load_average()},
     }
+    load_start = cpu_load.snapshot()
     total = len(config.cases()) * len(config.devices) * len(config.directions)
     progress = make_progress(total, use_tqdm=progress_bar)
     measured: dict[str, tuple[list[Peer], GemmPeak]] = {}
@@ -152,17 +152,9 @@ def run_sweep(
                 _set_fraction_of_peak(result["rows"], device, peak.best)
     _add_gpu_over_cpu(result["rows"])
     result["elapsed_s"] = time.perf_counter() - started
-    result["load_average"]["after"] = _load_average()
+    # Other processes' CPU time during the sweep (its own left out), which the verdict reports when it is large.
+    result["other_load"] = cpu_load.others(load_start, cpu_load.snapshot())
     return result
-
-
-def _load_average() -> float | None:
-    """The 1-minute load average (runnable processes), or None where the OS does not tell: how busy the machine was
-    with other work, which the verdict reports."""
-    try:
-        return os.getloadavg()[0]
-    except (AttributeError, OSError):
-        return None
 
 
 def _set_fraction_of_peak(rows: list[dict[str, Any]], device: str, peak: float) -> None:

@@ -3,7 +3,8 @@
 For every peer in the result (whatever peers were registered and installed, by name) and every device: on how many
 rows rnn_xp is faster, the geometric mean of the speed-up, where it wins most and where it does not (by batch, by
 hidden size, the rows it loses); with a GPU, where the GPU overtakes the CPU; how much of the machine's GEMM peak
-rnn_xp reached; which timings are too unstable to trust; which peers were not measured and why.
+rnn_xp reached; which timings are too unstable to trust; whether other processes competed for the CPUs during the
+sweep; which peers were not measured and why.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import textwrap
 from collections.abc import Iterable
 from typing import Any
 
+from rnn_xp.benchmark.cpu_load import is_busy
 from rnn_xp.benchmark.timing import UNSTABLE_QUARTILE_RATIO, is_unstable
 
 WIDTH = 118
@@ -160,19 +162,16 @@ def _unstable(rows: list[dict[str, Any]]) -> list[str]:
 
 
 def _busy(result: dict[str, Any]) -> list[str]:
-    """A warning when other processes competed for the cores: the 1-minute load average before the sweep (when it
-    ran nothing) above half the cores, or after it (its own threads included) above 1.5 times the cores."""
-    load = result.get("load_average") or {}
+    """A warning when other processes used a good share of the CPUs during the sweep (its own use left out)."""
+    load = result.get("other_load")
     cores = (result.get("machine") or {}).get("cpu", {}).get("logical_cores")
-    before, after = load.get("before"), load.get("after")
-    if not cores or before is None or after is None:
-        return []
-    if before <= 0.5 * cores and after <= 1.5 * cores:
+    if not load or not cores or not is_busy(load, cores):
         return []
     return [
-        f"busy machine: 1-minute load average {before:.1f} before the sweep and {after:.1f} after it, on {cores} "
-        "logical cores; other processes competed for them, so these timings (those of multi-threaded libraries "
-        "most of all) are unreliable: rerun on an idle machine."
+        f"busy machine: other processes kept {load['other_cores']:.1f} of the {cores} logical cores busy on average "
+        f"during the sweep ({load['other_cpu_s']:.0f} CPU-seconds in {load['wall_s']:.0f} s, this process's own "
+        "time left out); they competed for the cores, so these timings (those of multi-threaded libraries most of "
+        "all) are unreliable: rerun on an idle machine."
     ]
 
 

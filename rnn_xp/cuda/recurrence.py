@@ -16,10 +16,9 @@ array; every other argument of the epilogue is made once per layer call. Chosen 
 stream capture, and a graph bakes in the buffers, so it would be captured anew for every call (a step's host cost
 again); a persistent kernel that streams W_hh from L2 each step meets every SM reading the whole state every step,
 the broadcast that already makes the persistent kernels lose at H=2048, B=64, and needs a grid-wide barrier a step.
-cuBLAS keeps its GEMM (the larger part of a step at these sizes); the host floor drops from ~55 us a step (cupy.matmul
-with its checks, a view and fresh scalars: bench/results/nvidia-h100-80gb-hbm3-probe-crossover.json) to a predicted
-~12 us, under the GPU's own time a step at H=4096 (W_hh, 64 MB, read from HBM: ~16 us on an H200) and at H=2048,
-B=64 (~15 us of GEMM). tools/gpu_session.py holds these predictions and measures them.
+cuBLAS keeps its GEMM (the larger part of a step at these sizes), and the host's work a step is expected to fall
+below the GPU's own time a step at these sizes (cupy.matmul with its checks, views and fresh scalars did not; this
+path has not run on a GPU yet: tools/gpu_session.py holds the predicted figures and measures them).
 
 The input projection and the weight gradients stay cuBLAS GEMMs in :mod:`rnn_xp.functional._core`; truncated BPTT
 runs on the generic loop. This module is the only one that calls CuPy kernels.

@@ -65,7 +65,7 @@ def add_product(out: Any, left: Any, right: Any, first: int, stop: int) -> None:
 
     The inner loop over N is contiguous in ``out`` and ``right`` and vectorises; each pass reads eight rows of
     ``right`` once for four samples (32 multiply-adds per 8 loads of ``right`` and 4 loads and stores of ``out``;
-    measured 10-18% faster than four by four from B=4 on).
+    faster than four by four from B=4 on).
     Samples left over (fewer than four) go through :func:`add_product_rows`.
     """
     inner, width = left.shape[1], right.shape[1]
@@ -151,10 +151,9 @@ def add_row_dots(out: Any, left: Any, weight: Any, first: int, stop: int) -> Non
     contiguous dot product per row of ``weight``, four rows at a time (each load of ``left`` used four times).
 
     For one sample a step: no transpose of W_hh is needed, and the dot products vectorise along k (with the sums
-    reordered, above). Measured per B=1 forward step, float32, against the sums of rows of W_hh^T
-    (:func:`add_product_rows`): H=128 0.35 vs 0.49 us, H=256 1.29 vs 1.87, H=512 7.3 vs 7.9, H=1024 36.6 vs 34.6
-    (W_hh 64-byte aligned; 16-byte aligned: H=128 0.43, H=512 7.4). Each sample reads all of ``weight``: for more
-    samples the rows of W_hh^T, read once for four samples, win."""
+    reordered, above); faster than the sums of rows of W_hh^T (:func:`add_product_rows`) for one sample up to
+    H=512. Each sample reads all of ``weight``: for more samples the rows of W_hh^T, read once for four samples,
+    win."""
     rows, inner = weight.shape
     zero = out.dtype.type(0)  # in out's dtype (a Python 0 would make float32 sums float64)
     for b in range(first, stop):

@@ -222,10 +222,11 @@ def train(
     smoothed: list[float] = []
 
     def postfix(run: TrainingRun, bits: float) -> dict[str, str]:
+        # Training figures only: the one held-out figure is the final evaluation below (the periodic estimates on
+        # eval_chunks chunks are drawn in the plot, labelled as estimates).
         smoothed[:] = [bits if not smoothed else 0.98 * smoothed[0] + 0.02 * bits]
         return {
-            "bpc": f"{smoothed[0]:.3f}",
-            "held_out": f"{run.history['held_out'][-1][1]:.3f}" if run.history["held_out"] else "-",
+            "train_bits_per_char": f"{smoothed[0]:.3f}",
             "chars_per_s": f"{trainer.updates * config.steps * config.batch / max(run.train_seconds, 1e-9):,.0f}",
         }
 
@@ -262,8 +263,12 @@ def train(
     }
     log(
         f"charlm: {trainer.updates} updates in {train_seconds:.0f} s of training "
-        f"({summary['chars_per_second']:,.0f} chars/s); held-out {final:.3f} bits/char over "
-        f"{summary['held_out_chars_evaluated']:,} characters; saved {checkpoint}"
+        f"({summary['chars_per_second']:,.0f} characters/s); saved {checkpoint}"
+    )
+    log(
+        f"held-out: {final:.3f} bits per character (the model's cross-entropy for the next character, in bits, "
+        f"averaged over {summary['held_out_chars_evaluated']:,} characters of text it never trained on, read in "
+        f"{config.batch} streams with the state carried across chunks)"
     )
     return summary
 

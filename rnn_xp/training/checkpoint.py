@@ -151,8 +151,19 @@ def save_checkpoint(
     optimizer_arrays: dict[str, Any],
     state: dict[str, Any],
 ) -> None:
-    """Model parameters (``model.*``), optimizer state (``optim.*``) and a JSON ``state`` (step, optimizer config,
-    RNG and stream state, model config) in one safetensors file."""
+    """Write model parameters, optimizer state and a JSON ``state`` in one safetensors file, atomically.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        The file to write (replaced only once the new one is complete).
+    params : dict of str to array
+        Model parameters (NumPy or CuPy arrays), stored as ``model.{name}``.
+    optimizer_arrays : dict of str to array
+        The optimizer's state arrays (``optimizer.state_arrays()``), stored as ``optim.{name}``.
+    state : dict
+        Anything JSON can hold: step, optimizer config, RNG and stream state, model config.
+    """
     arrays = {f"model.{k}": v for k, v in params.items()}
     arrays.update({f"optim.{k}": v for k, v in optimizer_arrays.items()})
     save_safetensors(path, arrays, {"format": FORMAT, "state": json.dumps(state)})
@@ -161,9 +172,29 @@ def save_checkpoint(
 def load_checkpoint(
     path: str | os.PathLike[str], *, expected_params: dict[str, Any] | None = None
 ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray], dict[str, Any]]:
-    """(params, optimizer arrays, state) from :func:`save_checkpoint`'s file.
+    """Read a file written by :func:`save_checkpoint`.
 
-    With ``expected_params``, every name, shape and dtype must match them (a model built from the same config).
+    Parameters
+    ----------
+    path : str or os.PathLike
+        The checkpoint file.
+    expected_params : dict of str to array, optional
+        When given, every stored parameter's name, shape and dtype must match these (a model built from the same
+        config).
+
+    Returns
+    -------
+    params : dict of str to numpy.ndarray
+        The model parameters.
+    optimizer_arrays : dict of str to numpy.ndarray
+        The optimizer's state arrays.
+    state : dict
+        The JSON state saved with them.
+
+    Raises
+    ------
+    CheckpointError
+        The file is not a readable checkpoint, or does not match ``expected_params``.
     """
     arrays, metadata = load_safetensors(path)
     if metadata.get("format") != FORMAT:

@@ -160,9 +160,21 @@ class Adagrad(Optimizer):
 
 
 def clip_grad_norm(grads: dict[str, Any], max_norm: float) -> tuple[dict[str, Any], float]:
-    """Scale all gradients by ``min(1, max_norm / (total_norm + 1e-6))``, as torch.nn.utils.clip_grad_norm_.
+    """Scale all gradients by ``min(1, max_norm / (total_norm + 1e-6))``, as ``torch.nn.utils.clip_grad_norm_``.
 
-    Returns the scaled gradients and the total (L2) norm before scaling.
+    Parameters
+    ----------
+    grads : dict of str to array
+        Gradients by parameter name, e.g. ``model.grads``.
+    max_norm : float
+        The largest total L2 norm the gradients may keep.
+
+    Returns
+    -------
+    clipped : dict of str to array
+        The scaled gradients (new arrays; ``grads`` is not changed).
+    total_norm : float
+        The L2 norm of all gradients together, before scaling.
     """
     if not grads:
         return grads, 0.0

@@ -1,10 +1,11 @@
-"""The documentation runs: every ```python block of README.md, each in a fresh interpreter, and the docstring
-examples of the public modules.
+"""The documentation runs: every ```python block of README.md and of the pages in docs/, each in a fresh
+interpreter; the docstring examples of the public modules; and the README's benchmark tables are what the committed
+results render.
 
-README blocks are self-contained (each imports what it uses), so a reader can copy any one of them alone; each runs
-as its own ``python -c`` in an empty directory. A block preceded by ``<!-- readme-test: requires NAME ... -->`` is
-skipped, with the reason, where a package it names is not installed. A block followed by ``prints`` and a plain
-fenced block must print exactly that.
+Blocks are self-contained (each imports what it uses), so a reader can copy any one of them alone; each runs as its
+own ``python -c`` in an empty directory. A block preceded by ``<!-- test: requires NAME ... -->`` is skipped, with
+the reason, where a package it names is not installed. A block followed by ``prints`` and a plain fenced block must
+print exactly that.
 """
 
 from __future__ import annotations
@@ -18,23 +19,26 @@ import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 README = ROOT / "README.md"
-_REQUIRES = re.compile(r"^<!-- readme-test: requires ([\w .-]+) -->$")
+PAGES = [README, *sorted((ROOT / "docs").glob("*.md"))]
+_REQUIRES = re.compile(r"^<!-- test: requires ([\w .-]+) -->$")
 
 
 @dataclass(frozen=True)
 class Block:
+    page: str  # the file, relative to the repository
     line: int  # 1-based line of the opening fence
     code: str
     requires: tuple[str, ...]
     prints: str | None
 
 
-def readme_blocks(text: str) -> list[Block]:
+def python_blocks(text: str, page: str = "README.md") -> list[Block]:
     lines = text.splitlines()
     blocks = []
     index = 0
@@ -51,37 +55,38 @@ def readme_blocks(text: str) -> list[Block]:
         if len(following) == 2 and lines[following[0]].strip() == "prints" and lines[following[1]].strip() == "```":
             output_end = lines.index("```", following[1] + 1)
             prints = "\n".join(lines[following[1] + 1 : output_end]) + "\n"
-        blocks.append(Block(start + 1, "\n".join(lines[start + 1 : end]) + "\n",
+        blocks.append(Block(page, start + 1, "\n".join(lines[start + 1 : end]) + "\n",
                             tuple(marker.group(1).split()) if marker else (), prints))
         index = end + 1
     return blocks
 
 
-BLOCKS = readme_blocks(README.read_text())
+BLOCKS = [block for page in PAGES for block in python_blocks(page.read_text(), str(page.relative_to(ROOT)))]
 
 
 def test_every_python_block_is_found() -> None:
-    assert len(BLOCKS) == README.read_text().count("```python") >= 6
+    assert len(BLOCKS) == sum(page.read_text().count("```python") for page in PAGES) >= 15
+    assert {block.page for block in BLOCKS} >= {"README.md", "docs/getting-started.md", "docs/frameworks.md"}
 
 
-@pytest.mark.parametrize("block", BLOCKS, ids=[f"line{b.line}" for b in BLOCKS])
-def test_readme_block_runs_as_written(block: Block, tmp_path: Path) -> None:
+@pytest.mark.parametrize("block", BLOCKS, ids=[f"{b.page}:{b.line}" for b in BLOCKS])
+def test_block_runs_as_written(block: Block, tmp_path: Path) -> None:
     missing = [name for name in block.requires if importlib.util.find_spec(name) is None]
     if missing:
-        pytest.skip(f"README.md block at line {block.line} needs {', '.join(missing)}, which is not installed")
+        pytest.skip(f"a documentation block needs {', '.join(missing)}, which is not installed")
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])))
     result = subprocess.run([sys.executable, "-c", block.code], cwd=tmp_path, env=env, capture_output=True,
                             text=True, timeout=600)
-    assert result.returncode == 0, f"README.md block at line {block.line} failed:\n{result.stderr}"
+    assert result.returncode == 0, f"{block.page} block at line {block.line} failed:\n{result.stderr}"
     if block.prints is not None:
-        assert result.stdout == block.prints, f"README.md block at line {block.line} printed:\n{result.stdout}"
+        assert result.stdout == block.prints, f"{block.page} block at line {block.line} printed:\n{result.stdout}"
 
 
 def test_the_parser_reads_markers_and_expected_output() -> None:
-    text = "x\n\n<!-- readme-test: requires torch jax -->\n```python\nprint(1)\n```\n\nprints\n\n```\n1\n```\n"
+    text = "x\n\n<!-- test: requires torch jax -->\n```python\nprint(1)\n```\n\nprints\n\n```\n1\n```\n"
     text += "```python\nimport os\n```\n"
-    first, second = readme_blocks(text)
-    assert (first.line, first.code, first.requires, first.prints) == (4, "print(1)\n", ("torch", "jax"), "1\n")
+    first, second = python_blocks(text)
+    assert (first.page, first.line, first.code, first.requires, first.prints) == ("README.md", 4, "print(1)\n", ("torch", "jax"), "1\n")
     assert (second.code, second.requires, second.prints) == ("import os\n", (), None)
 
 
@@ -114,3 +119,24 @@ def test_import_rnn_xp_then_training_works_and_training_is_imported_on_first_use
     result = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     assert result.stdout == "module 'rnn_xp' has no attribute 'nonexistent'\n"
+
+
+def _bench_tables() -> Any:
+    spec = importlib.util.spec_from_file_location("bench_tables", ROOT / "docs" / "_ext" / "bench_tables.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_the_readme_benchmark_tables_are_what_the_committed_results_render() -> None:
+    bench_tables = _bench_tables()
+    text = README.read_text()
+    assert len(bench_tables.MARKED.findall(text)) >= 2
+    assert bench_tables.readme_with_tables(text) == text, (
+        "README.md's benchmark tables differ from bench/results/*.json: run python docs/_ext/bench_tables.py --readme")
+
+
+def test_every_generated_table_renders(tmp_path: Path) -> None:
+    paths = _bench_tables().generate(tmp_path)
+    assert paths and all(path.read_text().strip() for path in paths)
