@@ -26,6 +26,8 @@ NAMES = {"torch": "torch.nn.RNN", "onnxruntime": "ONNX Runtime", "jax": "JAX jit
 CPU_PEERS = "amd-epyc-cpu-vs-peers.json"
 CPU_QUICK = "reference-amd-epyc-quick.json"
 GPU_SWEEP = "nvidia-h100-80gb-hbm3-cuda.json"
+CPU_IN_PROCESS = "amd-epyc-cpu-vs-peers-in-process.json"
+FIRST_CALL = "amd-epyc-first-call.json"
 
 
 def _load(name: str) -> Any:
@@ -62,22 +64,48 @@ def machine(result: dict[str, Any]) -> str:
             f"{cpu.get('blas', 'BLAS unknown')}), {gpus}; {result['config']['dtype']}.")
 
 
-def headline(result: dict[str, Any], device: str) -> str:
+def headline(results: list[dict[str, Any]], device: str) -> str:
     """Per peer: rnn_xp's speed-up (peer time / rnn_xp time, geometric mean over the rows) and the rows it wins,
-    forward and forward+backward."""
-    rows = [r for r in result["rows"] if r["device"] == device]
+    forward and forward+backward; where the same table was run more than once, the first run with the range over the
+    runs and each run's count."""
     lines = ["| against | forward: speed-up | rows faster | forward+backward: speed-up | rows faster |",
              "|---|---:|---:|---:|---:|"]
-    for peer in _peers(rows):
+    runs = [[r for r in result["rows"] if r["device"] == device] for result in results]
+    for peer in _peers(runs[0]):
         cells = []
         for direction in ("fwd", "train"):
-            ratios = [r["speedup_vs"][peer] for r in rows if r["direction"] == direction and peer in r["speedup_vs"]]
-            if ratios:
-                cells += [f"{_geomean(ratios):.2f}×", f"{sum(x > 1 for x in ratios)} of {len(ratios)}"]
-            else:
+            per_run = [[r["speedup_vs"][peer] for r in rows if r["direction"] == direction and peer in r["speedup_vs"]]
+                       for rows in runs]
+            per_run = [ratios for ratios in per_run if ratios]
+            if not per_run:
                 cells += ["—", "—"]
+                continue
+            means = [_geomean(ratios) for ratios in per_run]
+            spread = f" ({min(means):.2f}–{max(means):.2f}×)" if len(means) > 1 else ""
+            wins = ", ".join(str(sum(x > 1 for x in ratios)) for ratios in per_run)
+            cells += [f"{means[0]:.2f}×{spread}", f"{wins} of {len(per_run[0])}"]
         lines.append(f"| {NAMES.get(peer, peer)} | " + " | ".join(cells) + " |")
+    if len(runs) > 1:
+        lines += ["", f"{len(runs)} runs of the same table, each implementation in a process of its own: the first "
+                  "run's figure, the range over the runs in brackets, and each run's count of rows faster."]
     return "\n".join(lines) + "\n"
+
+
+def first_call() -> str:
+    """The first call of a new shape against later calls (bench/first_call.py)."""
+    lines = ["| T, B, I, H | directions | first call ms | later call ms | first / later | first call in a fresh "
+             "process ms |", "|---|---:|---:|---:|---:|---:|"]
+    for row in _load(FIRST_CALL):
+        t, b, i, h, d = row["shape"]
+        lines.append(f"| {t}, {b}, {i}, {h} | {d} | {row['first_s'] * 1e3:.3f} | {row['later_s'] * 1e3:.3f} | "
+                     f"{row['first_s'] / row['later_s']:.2f} | {row['first_in_fresh_process_s'] * 1e3:.1f} |")
+    return "\n".join(lines) + "\n"
+
+
+def _cpu_runs() -> list[dict[str, Any]]:
+    """The CPU table and its repeats (``<name>-repeat<N>.json``)."""
+    stem = CPU_PEERS.removesuffix(".json")
+    return [_load(CPU_PEERS)] + [_load(p.name) for p in sorted(RESULTS.glob(f"{stem}-repeat*.json"))]
 
 
 def rows_table(result: dict[str, Any], device: str) -> str:
@@ -167,12 +195,14 @@ def dask() -> str:
 def tables() -> dict[str, Callable[[], str]]:
     """Every generated table, by name."""
     return {
-        "cpu-headline": lambda: headline(_load(CPU_PEERS), "cpu"),
+        "cpu-headline": lambda: headline(_cpu_runs(), "cpu"),
         "cpu-machine": lambda: machine(_load(CPU_PEERS)) + "\n",
         "cpu-rows": lambda: rows_table(_load(CPU_PEERS), "cpu"),
+        "cpu-in-process-headline": lambda: headline([_load(CPU_IN_PROCESS)], "cpu"),
+        "first-call": first_call,
         "quick-machine": lambda: machine(_load(CPU_QUICK)) + "\n",
         "quick-verdict": lambda: verdict_block(_load(CPU_QUICK)),
-        "gpu-headline": lambda: headline(_load(GPU_SWEEP), "cuda"),
+        "gpu-headline": lambda: headline([_load(GPU_SWEEP)], "cuda"),
         "gpu-machine": lambda: machine(_load(GPU_SWEEP)) + "\n",
         "gpu-rows": lambda: rows_table(_load(GPU_SWEEP), "cuda"),
         "gpu-verdict": lambda: verdict_block(_load(GPU_SWEEP)),
