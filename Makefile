@@ -68,4 +68,4 @@ lint: $(VENV)/.test
 	$(BIN)/mypy rnn_xp
 
 clean:
-	rm -rf $(VENV) build *.egg-info .pytest_cache .benchmarks docs/_build docs/api/generated
+	rm -rf $(VENV) build *.egg-info .pytest_cache .benchmarks docs/_build docs/generated docs/_generated

@@ -202,7 +202,7 @@ def main() -> None:
     torch.set_num_threads(os.cpu_count() or 1)  # the same thread count as NumPy's BLAS, ONNX Runtime and XLA
     if args.only is not None:
         result = run_sweep(config(args.max_seconds, args.only), progress_bar=False)
-        if args.only == "rnn_xp":  # the loop this process chose (its cost model measured here, in its environment)
+        if args.only == "rnn_xp":  # the loop the plan chose for each row
             result["loops"] = {row["case"]["label"]: _loop_chosen(row["case"]) for row in result["rows"]}
         args.json.write_text(json.dumps(result))
         return

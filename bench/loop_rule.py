@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import re
 import statistics
 from pathlib import Path
@@ -48,11 +49,17 @@ def measure(budget: float, rounds: int) -> dict[str, Any]:
     return refit(result)
 
 
+def median_ratio(ratios: list[float], rounds: int) -> float:
+    """The median over the rounds of a loop's ratio to the NumPy loop, a round that did not time the loop (the
+    compiled loop is left out along H once it has lost twice) counted as a loss."""
+    return statistics.median([*ratios, *[math.inf] * (rounds - len(ratios))])
+
+
 def refit(result: dict[str, Any]) -> dict[str, Any]:
     """The result with its choices (re)computed from the rows' median ratios over the rounds."""
     result["choices"] = {}
     for dtype, directions in CONFIGS:
-        table = {(r["hidden"], r["batch"]): {"numpy": 1.0} | {loop: statistics.median(ratios)
+        table = {(r["hidden"], r["batch"]): {"numpy": 1.0} | {loop: median_ratio(ratios, result["rounds"])
                                                                for loop, ratios in r["ratios"].items() if ratios}
                  for r in result["rows"] if (r["dtype"], r["directions"]) == (dtype, directions)}
         result["choices"][f"{dtype},{directions}"] = tuning.winners(table, tuning.HIDDEN_SIZES, tuning.BATCHES)
@@ -65,10 +72,11 @@ def markdown(result: dict[str, Any]) -> str:
     lines = [
         f"{machine['cpu']} ({machine['usable_cpus']} usable CPUs, {machine['blas']}); a layer's forward, "
         f"T={result['steps']}, I={result['input_size']}, {result['rounds']} rounds: each loop's time / the NumPy "
-        "loop's time in the same round, the median over the rounds, with the lowest and highest round's ratio "
-        f"(**bold**, at most {tuning.WIN_MARGIN}: fast enough to be chosen; blank: not measured). *plan*: the "
-        "letters of rnn_xp._plan.CPU_CHOICES, one per batch: the NumPy loop (n) unless the compiled loop (c) or the "
-        f"transposed NumPy loop (t) takes at most {tuning.WIN_MARGIN} of its time, then the faster of those "
+        "loop's time in the same round, the median over the rounds (a round that left the compiled loop out, once "
+        "it had lost twice at smaller batches, counts as a loss: *lost*), with the lowest and highest measured "
+        f"ratio (**bold**, at most {tuning.WIN_MARGIN}: fast enough to be chosen; blank: not measured in any round). "
+        "*plan*: the letters of rnn_xp._plan.CPU_CHOICES, one per batch: the NumPy loop (n) unless the compiled loop "
+        f"(c) or the transposed NumPy loop (t) takes at most {tuning.WIN_MARGIN} of its time, then the faster of those "
         "(rnn_xp.tuning.winners).", "",
     ]
     by_key = {(r["dtype"], r["directions"], r["hidden"], r["batch"]): r for r in result["rows"]}
@@ -86,9 +94,10 @@ def markdown(result: dict[str, Any]) -> str:
                         cells.append("")
                         continue
                     spread = row["ratios"][loop]
-                    ratio = statistics.median(spread)
+                    ratio = median_ratio(spread, result["rounds"])
                     spread_text = f" ({spread[0]:.2f}-{spread[-1]:.2f})" if len(spread) > 1 else ""
-                    cells.append((f"**{ratio:.2f}**" if ratio <= tuning.WIN_MARGIN else f"{ratio:.2f}") + spread_text)
+                    text = "lost" if math.isinf(ratio) else f"{ratio:.2f}"
+                    cells.append((f"**{text}**" if ratio <= tuning.WIN_MARGIN else text) + spread_text)
                 lines.append(f"| {hidden} | " + " | ".join(cells) + f" | `{choices[str(hidden)]}` |")
             lines.append("")
     return "\n".join(lines)

@@ -25,7 +25,7 @@ extensions = [
     "bench_tables",
 ]
 source_suffix = {".rst": "restructuredtext", ".md": "markdown"}
-exclude_patterns = ["_build", "_generated", "api/generated/*.md"]
+exclude_patterns = ["_build", "_generated"]
 root_doc = "index"
 
 # The optional dependencies are not needed to build the reference: their modules are mocked.

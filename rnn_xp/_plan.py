@@ -42,12 +42,12 @@ BATCHES = (1, 2, 4, 8, 16, 32, 64, 128)
 CPU_CHOICES: dict[tuple[str, int], dict[int, str]] = {
     ("float32", 1): {32: "cccccnnn", 64: "ccccnnnn", 128: "cccnnnnn", 256: "cnnncnnn", 512: "ctcctnnn",
                      1024: "tttttttn"},
-    ("float32", 2): {32: "cccccnnn", 64: "ccccnnnn", 128: "cccnnncn", 256: "cnnncnnn", 512: "ctcttttn",
+    ("float32", 2): {32: "cccccnnn", 64: "ccccnnnn", 128: "cccnnnnn", 256: "cnnncnnn", 512: "ctcttttn",
                      1024: "tttttttn"},
     ("float64", 1): {32: "cccnnnnn", 64: "cnnnnnnn", 128: "cnnnnnnn", 256: "tnnntnnn", 512: "ttntnnnn",
                      1024: "tnnnnnnn"},
     ("float64", 2): {32: "ccnnnnnn", 64: "cnnnnnnn", 128: "cnnnnnnn", 256: "cnnntnnn", 512: "ttntnnnn",
-                     1024: "tncnnnnn"},
+                     1024: "tnnnnnnn"},
 }
 LOOP_LETTERS = {"c": "compiled", "n": "numpy", "t": "numpy_transposed"}
 CPU_LOOPS = ("numpy", "numpy_transposed", "compiled")

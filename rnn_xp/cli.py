@@ -469,8 +469,6 @@ def _tune(options: argparse.Namespace) -> int:
         for hidden, letters in sorted(rows.items()):
             loops = ", ".join(f"B={b} {names[c]}" for b, c in zip(plan.batches, letters, strict=True))
             print(f"{dtype}, {directions} direction(s), H={hidden}: {loops}")
-    if not plan.cpu:
-        print("numba is not installed: the NumPy loop runs everywhere, nothing to choose on the CPU")
     print(f"wrote {path}")
     return 0
 

@@ -253,18 +253,15 @@ def tune(
     Plan
         What was written.
     """
-    from rnn_xp.loops import numba_available
-
     hidden_sizes = HIDDEN_SIZES if hidden_sizes is None else tuple(hidden_sizes)
     batches = BATCHES if batches is None else tuple(batches)
     steps = STEPS if steps is None else steps
     cpu: dict[tuple[str, int], dict[int, str]] = {}
-    if numba_available():
-        for dtype in dtypes:
-            for count in directions:
-                table = measure_cpu(dtype, count, hidden_sizes=hidden_sizes, batches=batches, steps=steps,
-                                    budget=budget, progress=progress)
-                cpu[(dtype, count)] = winners(table, hidden_sizes, batches)
+    for dtype in dtypes:
+        for count in directions:
+            table = measure_cpu(dtype, count, hidden_sizes=hidden_sizes, batches=batches, steps=steps,
+                                budget=budget, progress=progress)
+            cpu[(dtype, count)] = winners(table, hidden_sizes, batches)
     cuda: tuple[CudaChoice, ...] = ()
     if gpu or (gpu is None and _current_gpu(import_cupy=True) is not None):
         cuda = measure_cuda(dtypes, directions, hidden_sizes=hidden_sizes, batches=batches, steps=steps,
@@ -285,10 +282,11 @@ def measure_cpu(
     import numpy as np
 
     import rnn_xp
+    from rnn_xp.loops import numba_available
 
     table: dict[tuple[int, int], dict[str, float]] = {}
     for hidden in hidden_sizes:
-        losses = 0
+        losses = 0 if numba_available() else 2  # without numba, the two NumPy loops only
         for batch in batches:
             x = np.random.default_rng(0).standard_normal((steps, batch, INPUT_SIZE)).astype(dtype)
             loops = [loop for loop in CPU_LETTERS if loop != "compiled" or losses < 2]
@@ -315,9 +313,12 @@ def winners(
     there takes at most :data:`WIN_MARGIN` of its time (then the fastest such loop); "n" where the batch was not
     measured. The margin keeps near-ties, which flip from one run to the next, on the plain loop."""
 
+    order = ("numpy", "compiled", "numpy_transposed")  # ties: the first
+
     def letter(cell: dict[str, float]) -> str:
-        faster = {loop: t for loop, t in cell.items() if loop == "numpy" or t <= WIN_MARGIN * cell["numpy"]}
-        return CPU_LETTERS[min(faster, key=faster.__getitem__)]
+        faster = [loop for loop in order
+                  if loop in cell and (loop == "numpy" or cell[loop] <= WIN_MARGIN * cell["numpy"])]
+        return CPU_LETTERS[min(faster, key=lambda loop: (cell[loop], order.index(loop)))]
 
     return {hidden: "".join(letter(table[(hidden, batch)]) if (hidden, batch) in table else "n" for batch in batches)
             for hidden in hidden_sizes}

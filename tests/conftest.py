@@ -6,6 +6,7 @@ import enum
 import importlib
 import importlib.util
 import os
+import signal
 from typing import Any
 
 import pytest
@@ -103,6 +104,16 @@ def xp(request: Any) -> Any:
         jax.config.update("jax_enable_x64", True)  # the parity tests are float64
         return importlib.import_module("jax.numpy")
     return importlib.import_module("array_api_compat.numpy")
+
+
+@pytest.fixture
+def sigint_raises() -> Any:
+    """Ctrl-C raises KeyboardInterrupt in this process (and reaches the commands it starts) during the test, also
+    when pytest was started in the background, where a shell leaves SIGINT ignored and Python then does not install
+    its handler."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, previous)
 
 
 @pytest.fixture(scope="module")

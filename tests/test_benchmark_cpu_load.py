@@ -70,11 +70,12 @@ def test_a_busy_helper_process_is_counted() -> None:
 
 @linux_only
 def test_this_process_s_own_threads_count_as_its_own() -> None:
-    """A thread of this process that spins for a second shows as this process's time, not as the others'."""
-    stop = time.perf_counter() + 1.0
+    """A thread of this process that spins for half a second of its own CPU time shows as this process's time, not as
+    the others' (counted on the thread's own clock, so a busy machine only makes it take longer)."""
 
     def spin() -> None:
-        while time.perf_counter() < stop:
+        stop = time.thread_time() + 0.5
+        while time.thread_time() < stop:
             pass
 
     start = cpu_load.snapshot()
@@ -83,5 +84,5 @@ def test_this_process_s_own_threads_count_as_its_own() -> None:
     worker.join()
     end = cpu_load.snapshot()
     load = cpu_load.others(start, end)
-    assert load is not None and load["own_cpu_s"] > 0.7, load
-    assert load["other_cpu_s"] <= end.machine_busy_s - start.machine_busy_s - 0.7
+    assert load is not None and load["own_cpu_s"] > 0.45, load
+    assert load["other_cpu_s"] <= end.machine_busy_s - start.machine_busy_s - 0.45

@@ -64,6 +64,7 @@ def test_the_probes_and_the_sweep_parse_their_arguments_without_a_gpu() -> None:
     assert listing.returncode == 0 and listing.stdout.count("missed ") == 14 and listing.stdout.count("won ") == 6
 
 
+@pytest.mark.usefixtures("sigint_raises")
 def test_a_command_past_its_cap_is_interrupted(tmp_path: Path) -> None:
     with open(tmp_path / "log", "w") as log:
         started = time.monotonic()

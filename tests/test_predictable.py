@@ -206,6 +206,7 @@ def test_a_child_forked_while_other_threads_run_calls_and_hold_the_plan_lock_wor
 
 
 @pytest.mark.parametrize("loop", ["numpy", "compiled"])
+@pytest.mark.usefixtures("sigint_raises")
 def test_ctrl_c_during_a_call_leaves_the_library_usable(loop: str) -> None:
     rng = np.random.default_rng(5)
     rnn = rnn_xp.RNN(16, 256, seed=4, loop=loop)

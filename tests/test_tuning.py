@@ -202,3 +202,17 @@ def test_a_plan_with_an_unknown_gpu_path_is_refused(tmp_path: Path) -> None:
     path = tuning.save(plan, tmp_path / "plan.json")
     with pytest.raises(ValueError, match=r"cuda entries need a path among .*; got paths \['warp_speed'\]"):
         tuning.load(path)
+
+
+def test_without_numba_a_compiled_cell_runs_the_numpy_loop_and_a_transposed_one_stays(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The transposed loop is plain NumPy: only the compiled loop falls back when numba is missing."""
+    monkeypatch.setattr(tuning, "_state", {"plan": None})
+    compiled = next((dtype, b, h, d) for (dtype, d), rows in _plan.CPU_CHOICES.items() for h, letters in rows.items()
+                    for b, letter in zip(_plan.BATCHES, letters, strict=True) if letter == "c")
+    transposed = next((dtype, b, h, d) for (dtype, d), rows in _plan.CPU_CHOICES.items() for h, letters in rows.items()
+                      for b, letter in zip(_plan.BATCHES, letters, strict=True) if letter == "t")
+    assert _plan.cpu_loop_name(*compiled) == "compiled" and _plan.cpu_loop_name(*transposed) == "numpy_transposed"
+    monkeypatch.setattr(_plan, "numba_available", lambda: False)
+    assert _plan.cpu_loop_name(*compiled) == "numpy"
+    assert _plan.cpu_loop_name(*transposed) == "numpy_transposed"

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import math
 import re
+import statistics
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -66,8 +67,8 @@ def machine(result: dict[str, Any]) -> str:
 
 def headline(results: list[dict[str, Any]], device: str) -> str:
     """Per peer: rnn_xp's speed-up (peer time / rnn_xp time, geometric mean over the rows) and the rows it wins,
-    forward and forward+backward; where the same table was run more than once, the first run with the range over the
-    runs and each run's count."""
+    forward and forward+backward; where the same table was run more than once, the median over the runs with their
+    range, and each run's count."""
     lines = ["| against | forward: speed-up | rows faster | forward+backward: speed-up | rows faster |",
              "|---|---:|---:|---:|---:|"]
     runs = [[r for r in result["rows"] if r["device"] == device] for result in results]
@@ -83,10 +84,10 @@ def headline(results: list[dict[str, Any]], device: str) -> str:
             means = [_geomean(ratios) for ratios in per_run]
             spread = f" ({min(means):.2f}–{max(means):.2f}×)" if len(means) > 1 else ""
             wins = ", ".join(str(sum(x > 1 for x in ratios)) for ratios in per_run)
-            cells += [f"{means[0]:.2f}×{spread}", f"{wins} of {len(per_run[0])}"]
+            cells += [f"{statistics.median(means):.2f}×{spread}", f"{wins} of {len(per_run[0])}"]
         lines.append(f"| {NAMES.get(peer, peer)} | " + " | ".join(cells) + " |")
     if len(runs) > 1:
-        lines += ["", f"{len(runs)} runs of the same table, each implementation in a process of its own: the first "
+        lines += ["", f"{len(runs)} runs of the same table, each implementation in a process of its own: the median "
                   "run's figure, the range over the runs in brackets, and each run's count of rows faster."]
     return "\n".join(lines) + "\n"
 

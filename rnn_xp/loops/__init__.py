@@ -1,7 +1,7 @@
 """The time loops: the recurrence of one layer over time, all directions at once, behind one interface.
 
 - :mod:`rnn_xp.loops.numpy_inplace`: NumPy; one GEMM per step into a buffer it owns, then the elementwise rest of the
-  step (one fused numba pass when numba is installed, else NumPy calls);
+  step in in-place NumPy calls (:mod:`rnn_xp.loops.numpy_transposed`: the same with the step's product transposed);
 - :mod:`rnn_xp.loops.compiled`: NumPy arrays, a numba kernel that runs a whole direction in one call (small
   batches);
 - :mod:`rnn_xp.loops.generic`: any Array-API namespace, no in-place writes (works on JAX); the only loop that
@@ -168,6 +168,5 @@ def host_lengths(lengths: Any | None, num_steps: int, batch: int) -> np.ndarray:
 
 @cache
 def numba_available() -> bool:
-    """Whether numba is installed (checked without importing it): the compiled loop and the NumPy loop's fused
-    steps need it."""
+    """Whether numba is installed (checked without importing it): the compiled loop needs it."""
     return importlib.util.find_spec("numba") is not None

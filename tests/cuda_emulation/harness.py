@@ -3,6 +3,7 @@ record of every launch (by kernel, and in the stand-in's ledger)."""
 
 from __future__ import annotations
 
+import functools
 import sys
 from collections import Counter
 from typing import Any
@@ -32,7 +33,8 @@ class Emulated:
         monkeypatch.setattr(_module, "kernel", self._kernel)
         monkeypatch.setattr(_module, "_shared_set", {})
         recurrence.clear_caches()
-        tuning._gpu_name.cache_clear()  # the name of the emulated device, not of one seen before
+        # a cache of GPU names of its own, so the emulated device's name neither meets nor outlives a real one's
+        monkeypatch.setattr(tuning, "_gpu_name", functools.lru_cache(maxsize=16)(tuning._gpu_name.__wrapped__))
 
     def _kernel(self, name: str, dtype: Any, template_args: tuple[int, ...] = ()) -> Any:
         function = launcher.kernel(name, dtype, template_args)
