@@ -27,7 +27,6 @@ import argparse
 import json
 import math
 import os
-import re
 import subprocess
 import sys
 import tempfile
@@ -218,8 +217,8 @@ def main() -> None:
     table = markdown(result)
     print(table)
     forced = env.get("OPENBLAS_CORETYPE")
-    stem = re.sub(r"[^a-z0-9]+", "-", cpu_model().lower()).strip("-")[:40]
-    stem += (f"-openblas-{re.sub(r'[^a-z0-9]+', '-', forced.lower())}" if forced else "") + "-cpu-vs-peers"
+    stem = results.file_stem(cpu_model())
+    stem += (f"-openblas-{results.file_stem(forced)}" if forced else "") + "-cpu-vs-peers"
     stem += "-in-process" if args.in_process else ""
     paths = results.save(result, args.out, stem)
     paths["markdown"].write_text(table)

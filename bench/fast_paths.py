@@ -16,8 +16,6 @@ Both variants alternate in one process; medians of the repeats; ratio = with / w
 from __future__ import annotations
 
 import argparse
-import json
-import re
 import statistics
 import sys
 import time
@@ -31,6 +29,7 @@ import numpy as np
 import rnn_xp
 from rnn_xp._arrays import aligned_empty
 from rnn_xp._plan import cpu_loop_name
+from rnn_xp.benchmark import results
 from rnn_xp.benchmark.machine import blas, cpu_model
 from rnn_xp.loops import compiled, numpy_inplace
 
@@ -154,11 +153,8 @@ def main() -> None:
     header = f"{cpu_model()} ({blas()}); float32, one layer, alternating in one process, medians."
     table = markdown(rows, header)
     print(table)
-    stem = re.sub(r"[^a-z0-9]+", "-", cpu_model().lower()).strip("-")[:40] + "-fast-paths"
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / f"{stem}.json").write_text(json.dumps(rows, indent=1) + "\n")
-    (args.out / f"{stem}.md").write_text(table)
-    print(f"wrote {args.out / stem}.json and .md")
+    path = results.save_table(rows, table, args.out, results.file_stem(cpu_model()) + "-fast-paths")
+    print(f"wrote {path} and .md")
 
 
 if __name__ == "__main__":

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
 import statistics
 import subprocess
 import sys
@@ -88,13 +87,11 @@ def main() -> None:
                      f"{row['ratios'][0]:.2f}-{row['ratios'][-1]:.2f} | {row['first_in_fresh_process_s'] * 1e3:.1f} |")
     table = "\n".join(lines) + "\n"
     print(table)
+    from rnn_xp.benchmark import results
     from rnn_xp.benchmark.machine import cpu_model
 
-    stem = re.sub(r"[^a-z0-9]+", "-", cpu_model().lower()).strip("-")[:40] + "-first-call"
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / f"{stem}.json").write_text(json.dumps(rows, indent=1) + "\n")
-    (args.out / f"{stem}.md").write_text(table)
-    print(f"wrote {args.out / stem}.json and .md")
+    path = results.save_table(rows, table, args.out, results.file_stem(cpu_model()) + "-first-call")
+    print(f"wrote {path} and .md")
 
 
 if __name__ == "__main__":

@@ -18,12 +18,12 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import re
 import statistics
 from pathlib import Path
 from typing import Any
 
 from rnn_xp import tuning
+from rnn_xp.benchmark import results
 from rnn_xp.benchmark.machine import blas, cpu_model
 
 CONFIGS = (("float32", 1), ("float32", 2), ("float64", 1), ("float64", 2))
@@ -123,13 +123,11 @@ def main() -> None:
     result = refit(json.loads(args.refit.read_text())) if args.refit else measure(args.budget, args.rounds)
     result["choices"] = {key: {str(h): letters for h, letters in rows.items()}
                          for key, rows in result["choices"].items()}
-    stem = re.sub(r"[^a-z0-9]+", "-", cpu_model().lower()).strip("-")[:40] + "-loop-rule"
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / f"{stem}.json").write_text(json.dumps(result, indent=1) + "\n")
-    (args.out / f"{stem}.md").write_text(markdown(result) + "\n")
-    print(markdown(result))
+    table = markdown(result) + "\n"
+    path = results.save_table(result, table, args.out, results.file_stem(cpu_model()) + "-loop-rule")
+    print(table)
     print(literal(result))
-    print(f"wrote {args.out / stem}.json and .md")
+    print(f"wrote {path} and .md")
 
 
 if __name__ == "__main__":

@@ -69,7 +69,7 @@ def _check_rows(result: dict[str, Any], counts: list[int]) -> None:
         assert 0 <= row["communication_share"] and 0 < row["compute_share"] <= 1.0
         assert 1 <= row["workers_computing"] <= row["workers"] and row["worker_cpu_per_compute_s"] > 0
         assert row["param_bytes_per_worker"] == 4 * (5 * 3 + 5 * 5 + 2 * 5)  # float32 RNN(3, 5)
-    assert result["rows"][0]["speedup_vs_1_worker"] == 1.0
+    assert result["rows"][0]["speedup_vs_1_worker"] == 1.0 and result["rows"][0]["workers_computing"] == 1
 
 
 def test_bench_on_a_running_scheduler(dask_client: Any, tmp_path: Path) -> None:

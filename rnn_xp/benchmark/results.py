@@ -29,6 +29,15 @@ def save(result: dict[str, Any], out: Path, stem: str) -> dict[str, Path]:
     return paths
 
 
+def save_table(data: Any, table: str, out: Path, stem: str) -> Path:
+    """Write ``{stem}.json`` (``data``) and ``{stem}.md`` (``table``) into ``out`` (the bench/ scripts' results);
+    returns the JSON's path."""
+    out.mkdir(parents=True, exist_ok=True)
+    (out / f"{stem}.json").write_text(json.dumps(data, indent=1) + "\n")
+    (out / f"{stem}.md").write_text(table)
+    return out / f"{stem}.json"
+
+
 def load(path: Path) -> dict[str, Any]:
     """Read a result JSON, checking that it is one."""
     try:
