@@ -159,6 +159,18 @@ def test_stream_step_keeps_the_first_chunks(dask_client: Any) -> None:
     trainer.stream_step(da.from_array(tokens, chunks=(STEPS, (2, 3))), tokens)
 
 
+def test_each_trainer_finds_every_worker_while_the_client_refreshes_its_cached_view(dask_client: Any) -> None:
+    # distributed's Client refreshes scheduler_info() on a timer with a copy that lists no workers; a trainer that
+    # read it raced that timer ("the Dask cluster has no workers" on a CI run). A 5 ms timer makes the race common.
+    import dask
+    import distributed
+
+    with dask.config.set({"distributed.client.scheduler-info-interval": "5ms"}), \
+            distributed.Client(dask_client.cluster, timeout="60s") as client:
+        found = [len(DataParallel(_language_model(), SGD(lr=0.1), client=client)._worker_list()) for _ in range(200)]
+    assert found == [2] * 200
+
+
 def test_bad_arguments_are_refused_naming_them(dask_client: Any) -> None:
     model = _language_model()
     tokens = da.zeros((STEPS, 4), dtype=np.int64, chunks=(STEPS, 2))

@@ -54,7 +54,9 @@ def worker_counts(total: int) -> list[int]:
 
 
 def run_scaling(client: Client, config: ScalingConfig, target: str) -> dict[str, Any]:
-    workers = sorted(client.scheduler_info()["workers"])
+    # Client.nthreads asks the scheduler each time; scheduler_info() can return a cached copy without workers.
+    threads = client.nthreads()
+    workers = sorted(threads)
     counts = worker_counts(len(workers))
     load_before = os.getloadavg()
     rows = []
@@ -66,7 +68,7 @@ def run_scaling(client: Client, config: ScalingConfig, target: str) -> dict[str,
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "target": target,
         "workers": len(workers),
-        "threads_per_worker": sorted({w["nthreads"] for w in client.scheduler_info()["workers"].values()}),
+        "threads_per_worker": sorted(set(threads.values())),
         "worker_cpu": cpu,
         "worker_environment": environment,
         "client_cpu_count": os.cpu_count(),

@@ -227,7 +227,9 @@ class DataParallel:
 
     def _worker_list(self) -> list[str]:
         if not self._workers:
-            self._workers = sorted(self.client.scheduler_info()["workers"])
+            # Client.nthreads asks the scheduler each time; scheduler_info() can return the client's periodic
+            # cached copy, which holds no per-worker entries (distributed >= 2025).
+            self._workers = sorted(self.client.nthreads())
         if not self._workers:
             msg = "the Dask cluster has no workers"
             raise RuntimeError(msg)
