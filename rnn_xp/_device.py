@@ -50,8 +50,8 @@ def import_cupy() -> Any:
         import cupy
     except ImportError as error:
         msg = (
-            "device='cuda' needs CuPy, which is not installed: pip install 'rnn-xp[cuda13]' "
-            f"(cupy-cuda13x) or 'rnn-xp[cuda12]' (cupy-cuda12x) ({error})"
+            "device='cuda' needs CuPy, which is not installed: pip install cupy-cuda13x (CUDA 13) or "
+            f"cupy-cuda12x (CUDA 12) ({error})"
         )
         raise DeviceUnavailableError(msg) from None
     return cupy

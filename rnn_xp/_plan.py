@@ -97,7 +97,7 @@ def choose_loop(
         msg = f"loop={loop!r} runs on NumPy arrays only; got arrays of {xp.__name__}"
         raise ValueError(msg)
     if loop == "compiled" and not numba_available():
-        msg = "loop='compiled' needs numba (pip install 'rnn-xp[fast]'); it is not installed"
+        msg = "loop='compiled' needs numba (pip install numba); it is not installed"
         raise ValueError(msg)
     if loop == "generic":
         return generic_loop()

@@ -123,7 +123,7 @@ def _dask_target(text: str) -> Any:
     try:
         from rnn_xp.dask.cluster import parse_target
     except ImportError:
-        raise argparse.ArgumentTypeError("needs dask and distributed: pip install 'rnn-xp[dask]'") from None
+        raise argparse.ArgumentTypeError("needs dask and distributed: pip install 'dask[array]' distributed") from None
     try:
         return parse_target(text)
     except ValueError as error:
@@ -447,7 +447,7 @@ def _bench(options: argparse.Namespace) -> int:
     for path in [*paths.values(), *figures]:
         print(f"wrote {path}")
     if not options.no_plots and not figures:
-        print("no plots: matplotlib is not installed (pip install 'rnn-xp[plot]')")
+        print("no plots: matplotlib is not installed (pip install matplotlib)")
     print()
     print("\n".join(verdict(result)))
     if result["interrupted"]:

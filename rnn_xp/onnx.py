@@ -1,7 +1,7 @@
 """ONNX export: an :class:`rnn_xp.RNN` or a :class:`rnn_xp.training.SequenceModel` as an ONNX model built on
 ONNX's own ``RNN`` operator, for ONNX Runtime and the other runtimes that run ONNX.
 
-:func:`export` needs the ``onnx`` package (``pip install 'rnn-xp[onnx]'``); ``import rnn_xp.onnx`` alone does not
+:func:`export` needs the ``onnx`` package (``pip install onnx``); ``import rnn_xp.onnx`` alone does not
 import it.
 
 The graph (opset 14, IR version 7)
@@ -145,7 +145,7 @@ def _import_onnx() -> Any:
     try:
         import onnx
     except ImportError as error:
-        msg = f"rnn_xp.onnx.export needs the onnx package: pip install 'rnn-xp[onnx]' ({error})"
+        msg = f"rnn_xp.onnx.export needs the onnx package: pip install onnx ({error})"
         raise ImportError(msg) from error
     return onnx
 

@@ -61,7 +61,10 @@ import numpy as np
 try:
     import torch
 except ImportError as error:
-    msg = f"rnn_xp.torch needs PyTorch: pip install 'rnn-xp[torch]' ({error})"
+    msg = (
+        "rnn_xp.torch needs PyTorch: pip install torch (on Linux add --index-url https://download.pytorch.org/whl/cpu "
+        f"for the CPU build) ({error})"
+    )
     raise ImportError(msg) from None
 from torch import nn
 from torch.nn.utils.rnn import PackedSequence

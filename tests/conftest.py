@@ -122,8 +122,8 @@ def dask_client() -> Any:
     ``rnn_xp.dask`` skip where dask or distributed is absent."""
     import logging
 
-    pytest.importorskip("dask.array", reason="rnn_xp.dask needs dask[array]: pip install 'rnn-xp[dask]'")
-    distributed = pytest.importorskip("distributed", reason="rnn_xp.dask needs distributed: pip install 'rnn-xp[dask]'")
+    pytest.importorskip("dask.array", reason="rnn_xp.dask needs dask[array]: pip install 'dask[array]'")
+    distributed = pytest.importorskip("distributed", reason="rnn_xp.dask needs distributed: pip install distributed")
     # memory_limit=0: no spilling or pausing on a small, busy CI machine (the arrays here are tiny); dashboard on a
     # free port: the default 8787 may be taken by another cluster on the machine.
     with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0",

@@ -14,8 +14,8 @@ from typing import Any
 import numpy as np
 import pytest
 
-pytest.importorskip("dask.array", reason="rnn_xp.dask needs dask[array]: pip install 'rnn-xp[dask]'")
-pytest.importorskip("distributed", reason="rnn_xp.dask needs distributed: pip install 'rnn-xp[dask]'")
+pytest.importorskip("dask.array", reason="rnn_xp.dask needs dask[array]: pip install 'dask[array]'")
+pytest.importorskip("distributed", reason="rnn_xp.dask needs distributed: pip install distributed")
 
 import dask.array as da
 from helpers import assert_close

@@ -25,7 +25,7 @@ from rnn_xp.training import Embedding, Linear, SequenceModel
 requires_onnx = pytest.mark.skipif(importlib.util.find_spec("onnx") is None, reason="onnx is not installed")
 requires_runtime = pytest.mark.skipif(
     importlib.util.find_spec("onnx") is None or importlib.util.find_spec("onnxruntime") is None,
-    reason="onnx and onnxruntime are not installed (pip install 'rnn-xp[onnx]' onnxruntime)",
+    reason="onnx and onnxruntime are not installed (pip install onnx onnxruntime)",
 )
 
 TOLERANCE = 1e-5  # max |ONNX Runtime - rnn_xp|, float32
@@ -211,7 +211,7 @@ def test_export_writes_the_model_it_returns(kind: str, tmp_path: Path) -> None:
 
 def test_without_onnx_export_names_the_extra_to_install(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setitem(sys.modules, "onnx", None)  # as where onnx is not installed
-    with pytest.raises(ImportError, match=r"rnn_xp.onnx.export needs the onnx package: pip install 'rnn-xp\[onnx\]'"):
+    with pytest.raises(ImportError, match=r"rnn_xp.onnx.export needs the onnx package: pip install onnx"):
         export(rnn_xp.RNN(INPUT, HIDDEN), tmp_path / "rnn.onnx")
     assert not (tmp_path / "rnn.onnx").exists()
 

@@ -27,7 +27,7 @@ class Jax(Peer):
 
     def unavailable(self, case: Case) -> str | None:
         if importlib.util.find_spec("jax") is None:
-            return "jax is not installed (pip install 'rnn-xp[peers]')"
+            return "jax is not installed (pip install jax)"
         return None
 
     def setup(self, case: Case, weights: dict[str, np.ndarray], x: np.ndarray, grad_out: np.ndarray) -> None:

@@ -34,7 +34,7 @@ class OnnxRuntime(Peer):
             return f"onnxruntime's CPU RNN kernel is float32 only; got {self.dtype}"
         for module in ("onnx", "onnxruntime"):
             if importlib.util.find_spec(module) is None:
-                return f"{module} is not installed (pip install 'rnn-xp[peers]')"
+                return f"{module} is not installed (pip install {module})"
         return None
 
     def setup(self, case: Case, weights: dict[str, np.ndarray], x: np.ndarray, grad_out: np.ndarray) -> None:

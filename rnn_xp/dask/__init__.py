@@ -14,7 +14,7 @@ try:
     import dask.array  # noqa: F401
     import distributed  # noqa: F401
 except ImportError as error:  # pragma: no cover - exercised only where dask is absent
-    msg = f"rnn_xp.dask needs dask[array] and distributed: pip install 'rnn-xp[dask]' ({error})"
+    msg = f"rnn_xp.dask needs dask[array] and distributed: pip install 'dask[array]' distributed ({error})"
     raise ImportError(msg) from error
 
 from rnn_xp.dask.forward import rnn_forward
