@@ -27,7 +27,7 @@ from rnn_xp.loops import (
     LayerForward,
     LayerForwardInto,
     TimeLoop,
-    inside_lengths,
+    step_mask,
 )
 from rnn_xp.params import ParamLayout, key
 
@@ -79,7 +79,7 @@ def forward(
     num_steps, batch = x.shape[0], x.shape[1]
     hidden, directions = layout.hidden_size, layout.num_directions
     # Outputs past a sequence's end are zero: (T, B, 1), True where step t is inside sample b's length.
-    inside = None if lengths is None else inside_lengths(xp, lengths, num_steps)[:, :, None]
+    inside = step_mask(xp, lengths, num_steps)
     # The backward differentiates the forward as it ran, so the cache owns its x and h0: an in-place edit of the
     # caller's arrays after the call (x *= 2, h0 += 1) cannot reach it. With lengths, x's padding is also zeroed
     # (selected, so an inf or NaN there reaches neither the projection nor the weight gradients); every later layer's

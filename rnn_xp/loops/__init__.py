@@ -152,11 +152,17 @@ def steps(num_steps: int, direction: int) -> range:
     return range(num_steps) if direction == 0 else range(num_steps - 1, -1, -1)
 
 
-def inside_lengths(xp: Any, lengths: Any, num_steps: int) -> Any:
-    """(T, B) bool: True where step t lies inside sample b's length (t < lengths[b])."""
+def step_mask(xp: Any, lengths: Any | None, num_steps: int) -> Any | None:
+    """(T, B, 1) bool, True where step t lies inside sample b's length (t < lengths[b]); None without lengths.
+
+    ``lengths`` (B,) int32 as in :class:`LayerForward`; ``xp`` its array-API namespace (``array_api_compat``'s for
+    NumPy, whose ``arange`` takes ``device`` on NumPy 1.x too).
+    """
     from array_api_compat import device
 
-    return xp.arange(num_steps, dtype=lengths.dtype, device=device(lengths))[:, None] < lengths[None, :]
+    if lengths is None:
+        return None
+    return (xp.arange(num_steps, dtype=lengths.dtype, device=device(lengths))[:, None] < lengths[None, :])[:, :, None]
 
 
 def host_lengths(lengths: Any | None, num_steps: int, batch: int) -> np.ndarray:

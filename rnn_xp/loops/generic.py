@@ -12,7 +12,7 @@ from typing import Any
 
 from array_api_compat import device as device_of
 
-from rnn_xp.loops import LayerBackward, LayerForward, inside_lengths, steps
+from rnn_xp.loops import LayerBackward, LayerForward, step_mask, steps
 
 TRUNCATES = True
 
@@ -41,13 +41,8 @@ def _through_activation(xp: Any, arrived: Any, slope: Any, live: Any | None) -> 
     return grad if live is None else xp.where(live, grad, xp.zeros_like(grad))
 
 
-def _inside(xp: Any, lengths: Any | None, num_steps: int) -> Any | None:
-    """(T, B, 1) bool, True where step t is inside sample b's length; None without lengths."""
-    return None if lengths is None else inside_lengths(xp, lengths, num_steps)[:, :, None]
-
-
 def forward_layer(xp: Any, layer: LayerForward) -> list[Any]:
-    mask = _inside(xp, layer.lengths, layer.shape[0])
+    mask = step_mask(xp, layer.lengths, layer.shape[0])
     states = []
     for direction, (projection, bias, weight_hh, state) in enumerate(
         zip(layer.projections, layer.biases, layer.weights_hh, layer.h0s, strict=True)
@@ -66,7 +61,7 @@ def forward_layer(xp: Any, layer: LayerForward) -> list[Any]:
 
 
 def backward_layer(xp: Any, layer: LayerBackward) -> tuple[list[Any], list[Any]]:
-    mask = _inside(xp, layer.lengths, layer.shape[0])
+    mask = step_mask(xp, layer.lengths, layer.shape[0])
     truncate = layer.truncate
     grad_preacts, grad_h0s = [], []
     for direction, (grad_state, state, weight_hh, grad_h_n) in enumerate(
@@ -131,4 +126,3 @@ def _backward_truncated(
         aged = xp.concat([zeros[:1, ...], (grad_preact_by_age @ weight_hh)[:-1, ...]])
         by_age = aged if mask is None else xp.where(mask[t, ...], aged, by_age)
     return xp.stack(per_step), xp.sum(by_age, axis=0)
-

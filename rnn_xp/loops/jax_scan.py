@@ -55,7 +55,7 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from rnn_xp.loops import LayerBackward, LayerForward, inside_lengths
+from rnn_xp.loops import LayerBackward, LayerForward, step_mask
 
 TRUNCATES = False
 
@@ -65,13 +65,8 @@ def _activation(z: Any, relu: bool) -> Any:
     return jnp.where(z <= 0, jnp.zeros_like(z), z) if relu else jnp.tanh(z)
 
 
-def _inside(xp: Any, lengths: Any | None, num_steps: int) -> Any | None:
-    """(T, B, 1) bool, True where step t is inside sample b's length; None without lengths."""
-    return None if lengths is None else inside_lengths(xp, lengths, num_steps)[:, :, None]
-
-
 def forward_layer(xp: Any, layer: LayerForward) -> list[Any]:
-    inside = _inside(xp, layer.lengths, layer.shape[0])
+    inside = step_mask(xp, layer.lengths, layer.shape[0])
     relu = layer.nonlinearity == "relu"
     return [
         _forward_direction(projection, bias, weight_hh, h0, inside, relu=relu, reverse=direction == 1)
@@ -82,7 +77,7 @@ def forward_layer(xp: Any, layer: LayerForward) -> list[Any]:
 
 
 def backward_layer(xp: Any, layer: LayerBackward) -> tuple[list[Any], list[Any]]:
-    inside = _inside(xp, layer.lengths, layer.shape[0])
+    inside = step_mask(xp, layer.lengths, layer.shape[0])
     relu = layer.nonlinearity == "relu"
     grad_preacts, grad_h0s = [], []
     for direction, (grad_state, state, weight_hh, grad_h_n) in enumerate(

@@ -10,16 +10,18 @@ from __future__ import annotations
 
 from typing import Any
 
+import array_api_compat.numpy as compat_numpy  # arange(device=...) on NumPy 1.x too
 import numpy as np
 
-from rnn_xp.loops import LayerBackward, LayerForward, steps
+from rnn_xp.loops import LayerBackward, LayerForward, step_mask, steps
 
 TRUNCATES = False
 
 
 def forward_layer(xp: Any, layer: LayerForward) -> list[np.ndarray]:
     num_steps = layer.shape[0]
-    outside = None if layer.lengths is None else ~inside(layer.lengths, num_steps)
+    inside = step_mask(compat_numpy, layer.lengths, num_steps)
+    outside = None if inside is None else ~inside
     for direction, (states, bias, weight_hh, h0) in enumerate(
         zip(layer.projections, layer.biases, layer.weights_hh, layer.h0s, strict=True)
     ):
@@ -56,7 +58,7 @@ def recurrent_operand(weight_hh: np.ndarray) -> np.ndarray:
 
 def backward_layer(xp: Any, layer: LayerBackward) -> tuple[list[np.ndarray], list[np.ndarray]]:
     num_steps = layer.shape[0]
-    mask = None if layer.lengths is None else inside(layer.lengths, num_steps)
+    mask = step_mask(compat_numpy, layer.lengths, num_steps)
     relu = layer.nonlinearity == "relu"
     grad_preacts, grad_h0s = [], []
     for direction, (grad_state, state, weight_hh, grad_h_n) in enumerate(
@@ -88,8 +90,3 @@ def backward_layer(xp: Any, layer: LayerBackward) -> tuple[list[np.ndarray], lis
         grad_preacts.append(grad_preact)
         grad_h0s.append(carry)
     return grad_preacts, grad_h0s
-
-
-def inside(lengths: np.ndarray, num_steps: int) -> np.ndarray:
-    """(T, B, 1) bool, True where step t is inside sample b's length."""
-    return (np.arange(num_steps)[:, None] < np.asarray(lengths)[None, :])[:, :, None]

@@ -11,9 +11,10 @@ from __future__ import annotations
 
 from typing import Any
 
+import array_api_compat.numpy as compat_numpy  # arange(device=...) on NumPy 1.x too
 import numpy as np
 
-from rnn_xp.loops import LayerForward, numpy_inplace, steps
+from rnn_xp.loops import LayerForward, numpy_inplace, step_mask, steps
 
 TRUNCATES = False
 
@@ -22,7 +23,8 @@ backward_layer = numpy_inplace.backward_layer
 
 def forward_layer(xp: Any, layer: LayerForward) -> list[np.ndarray]:
     num_steps, batch, hidden = layer.shape
-    outside = None if layer.lengths is None else ~numpy_inplace.inside(layer.lengths, num_steps)
+    inside = step_mask(compat_numpy, layer.lengths, num_steps)
+    outside = None if inside is None else ~inside
     for direction, (states, bias, weight_hh, h0) in enumerate(
         zip(layer.projections, layer.biases, layer.weights_hh, layer.h0s, strict=True)
     ):
