@@ -1,8 +1,8 @@
 """Streaming calls on the CPU: one step (T=1, B=1) per call, as `rnn-xp sample` and online inference make them.
 
-Times rnn_xp's compiled loop (which keeps W_hh^T between calls, rnn_xp/loops/_transposes.py), rnn_xp's loop="auto"
-and torch.nn.RNN (when installed) on the same weights and input, alternating, median of many calls; prints a
-Markdown table with rnn_xp / torch ratios. ``python bench/streaming_calls.py [--calls N]``.
+Times rnn_xp's compiled loop, rnn_xp's loop="auto" and torch.nn.RNN (when installed) on the same weights and input,
+alternating, median of many calls; prints a Markdown table with rnn_xp / torch ratios.
+``python bench/streaming_calls.py [--calls N]``.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ SHAPES = ((64, 256), (64, 512), (64, 1024))  # (I, H)
 
 
 def _median_us(calls: dict[str, Callable[[], object]], repeats: int) -> dict[str, float]:
-    for call in calls.values():  # warm-up: numba cache load, the kept transpose, torch's first call
+    for call in calls.values():  # warm-up: numba cache load, torch's first call
         call()
         call()
     samples: dict[str, list[float]] = {name: [] for name in calls}

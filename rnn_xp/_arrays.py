@@ -87,7 +87,7 @@ def aligned_empty(shape: tuple[int, ...], dtype: Any) -> np.ndarray:
     """An uninitialised C-contiguous NumPy array whose data start on a :data:`ALIGNMENT`-byte boundary (a view into
     a slightly larger buffer, which it keeps alive). The layer's parameters live in such arrays: NumPy promises only
     16 bytes, and the compiled loop's vector loads of a misaligned weight row touch two cache lines
-    (bench/results/*-alignment.md). Alignment changes no result, only the speed."""
+    (the aligned-parameters rows of bench/results/*-fast-paths.md). Alignment changes no result, only the speed."""
     dtype = np.dtype(dtype)
     size = int(np.prod(shape, dtype=np.int64))
     raw = np.empty(size * dtype.itemsize + ALIGNMENT, dtype=np.uint8)

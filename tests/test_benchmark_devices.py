@@ -121,6 +121,7 @@ def test_every_case_is_timed_on_both_devices_and_the_gpu_cpu_column_is_filled(
 def test_the_gpu_cpu_heatmaps_cover_t_and_b(fake_gpu: dict[str, Modelled], tmp_path: Path,
                                             monkeypatch: pytest.MonkeyPatch) -> None:
     """One heatmap per (direction, H), batch by sequence length, every cell a GPU/CPU ratio."""
+    pytest.importorskip("matplotlib")
     result = sweep.run_sweep(_config(), progress_bar=False)
     panels = []
     original = plots._heatmap

@@ -345,6 +345,16 @@ def test_readme_links_exist_and_commands_use_the_venv() -> None:
     assert "https://download.pytorch.org/whl/cpu" in readme and "TORCH_PIP_ARGS" in readme
 
 
+def test_bench_without_matplotlib_says_what_to_install(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # `import matplotlib` raises ImportError
+    code, _ = _bench(tmp_path, "--peers", "numpy-loop")
+    assert code == 0
+    assert "no plots: matplotlib is not installed (pip install matplotlib)" in capsys.readouterr().out
+    assert not list(tmp_path.glob("*.png"))
+
+
 def test_bench_ends_with_the_verdict_and_shows_progress_without_tqdm(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -209,7 +209,7 @@ def test_export_writes_the_model_it_returns(kind: str, tmp_path: Path) -> None:
     assert onnx.load(target).SerializeToString() == proto.SerializeToString()
 
 
-def test_without_onnx_export_names_the_extra_to_install(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+def test_without_onnx_export_names_what_to_install(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setitem(sys.modules, "onnx", None)  # as where onnx is not installed
     with pytest.raises(ImportError, match=r"rnn_xp.onnx.export needs the onnx package: pip install onnx"):
         export(rnn_xp.RNN(INPUT, HIDDEN), tmp_path / "rnn.onnx")

@@ -1,7 +1,7 @@
 """Batch-sharded inference: ``rnn_forward`` over a dask array chunked along its batch axis.
 
-Each batch chunk is one task that calls :func:`rnn_xp.functional.rnn_forward` on its block (NumPy's in-place loop
-or CuPy's kernels, by the chunk's type). The parameters enter the graph once, as a single key that every chunk's
+Each batch chunk is one task that calls :func:`rnn_xp.functional.rnn_forward` on its block (the CPU loop the plan
+picks, or CuPy's kernels, by the chunk's type). The parameters enter the graph once, as a single key that every chunk's
 task depends on, so a worker receives them once per call however many chunks it runs.
 """
 

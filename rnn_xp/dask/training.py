@@ -228,7 +228,7 @@ class DataParallel:
     def _worker_list(self) -> list[str]:
         if not self._workers:
             # Client.nthreads asks the scheduler each time; scheduler_info() can return the client's periodic
-            # cached copy, which holds no per-worker entries (distributed >= 2025).
+            # cached copy, which in distributed 2026.8 holds no per-worker entries.
             self._workers = sorted(self.client.nthreads())
         if not self._workers:
             msg = "the Dask cluster has no workers"
