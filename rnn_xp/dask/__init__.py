@@ -1,7 +1,9 @@
 """rnn_xp on a Dask cluster: batch-sharded inference and data-parallel training.
 
 Needs the optional dependency ``rnn-xp[dask]`` (``dask[array]`` and ``distributed``). Every chunk of a sharded
-batch runs the fast path of its array type (NumPy's in-place loop, CuPy's kernels) on the worker that holds it.
+batch runs the fast path of its array type (the CPU loop the plan picks, CuPy's kernels); training pins each shard to
+its worker, and inference leaves placement to the scheduler, which keeps a chunk larger than the parameters where it
+lives.
 
 - :func:`rnn_forward`: lazy ``(out, h_n)`` dask arrays for a dask array ``x`` chunked along its batch axis.
 - :class:`DataParallel`: one optimizer step of an :mod:`rnn_xp.training` model from the gradients of the shards
